@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy against speed, per backend, precision and number of references."""

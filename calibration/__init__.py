@@ -1,0 +1,1 @@
+"""Calibration and quantization of model bundles (needs onnx and nncf)."""

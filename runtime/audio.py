@@ -1,0 +1,234 @@
+"""Audio: decode any file to 16 kHz mono float32, and the mel spectrogram in numpy.
+
+Decoding tries soundfile first (wav, flac, ogg, and mp3 with libsndfile >= 1.1), then
+PyAV (anything FFmpeg reads: m4a, aac, opus, the audio track of a video). Channels are
+averaged to mono, as ``librosa.load`` does, then resampled to 16 kHz with FFmpeg's
+windowed-sinc resampler (libswresample, through PyAV).
+
+The mel spectrogram is Wav2Lip's, which IP_LAP uses: pre-emphasis 0.97, a centred STFT
+(reflect padding, n_fft 800, hop 200, periodic Hann window), magnitude, 80 Slaney mel
+bands from 55 to 7600 Hz, dB, and symmetric normalisation to [-4, 4]; 80 frames a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MediaError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Mel spectrogram parameters of the original release (Wav2Lip's hparams)."""
+
+    sample_rate: int = SAMPLE_RATE
+    n_fft: int = 800
+    hop: int = 200
+    win: int = 800
+    n_mels: int = 80
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    preemphasis: float = 0.97
+    min_level_db: float = -100.0
+    ref_level_db: float = 20.0
+    max_abs_value: float = 4.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sample_rate``; raises :class:`MediaError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise MediaError(f"audio file is empty: {path}")
+    decoded = _decode_soundfile(path)
+    if decoded is None:
+        decoded = _decode_pyav(path)
+    samples, rate = decoded
+    if samples.size == 0:
+        raise MediaError(f"no audio samples in {path}")
+    mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.ndim == 2 else samples
+    return resample(mono, rate, sample_rate)
+
+
+def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None  # not a format libsndfile reads; PyAV gets its turn
+    return samples, rate
+
+
+def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path} has no audio track")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            # Convert to packed float at the stream's own rate; channel mixing is ours.
+            converter = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
+            chunks = []
+            for frame in container.decode(stream):
+                for out in converter.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1, out.layout.nb_channels))
+            for out in converter.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1, out.layout.nb_channels))
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
+        raise MediaError(f"cannot decode audio from {path}: {_one_line(exc)}") from None
+    if not chunks:
+        raise MediaError(f"no audio samples in {path}")
+    return np.concatenate(chunks, axis=0), int(rate)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling of mono float32 audio (libswresample's windowed sinc)."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if rate_in == rate_out:
+        return samples
+    resampler = StreamResampler(rate_in, rate_out)
+    return np.concatenate([resampler.push(samples), resampler.flush()])
+
+
+class StreamResampler:
+    """Chunked resampling of mono float32 audio; the output does not depend on chunk sizes."""
+
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE):
+        import av
+
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        self._av = av
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate_out)
+        self._pts = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+        if samples.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        frame = self._av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = self.rate_in
+        frame.pts = self._pts
+        self._pts += samples.shape[1]
+        return self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, np.float32)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+
+
+# -- mel spectrogram ------------------------------------------------------------------------
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa, htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    mel = hz / f_sp
+    return np.where(hz >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, mel)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+@lru_cache(maxsize=4)
+def mel_filterbank(config: MelConfig = MelConfig()) -> np.ndarray:
+    """(n_mels, n_fft//2 + 1) triangular filters with Slaney area normalisation."""
+    fft_freqs = np.linspace(0, config.sample_rate / 2, config.n_fft // 2 + 1)
+    mel_points = np.linspace(_hz_to_mel(config.fmin), _hz_to_mel(config.fmax), config.n_mels + 2)
+    edges = _mel_to_hz(mel_points)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic, as scipy's fftbins=True
+
+
+def preemphasize(wav: np.ndarray, k: float) -> np.ndarray:
+    """y[n] = x[n] - k x[n-1], with y[0] = x[0] (scipy.signal.lfilter([1, -k], [1], x))."""
+    wav = np.asarray(wav, dtype=np.float64)
+    out = wav.copy()
+    out[1:] -= k * wav[:-1]
+    return out
+
+
+def stft_magnitude(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
+    """|STFT| (n_fft//2 + 1, frames), centred with reflect padding, in float64."""
+    pad = config.n_fft // 2
+    if wav.size <= pad:
+        raise MediaError(f"audio too short: {wav.size} samples (at least {pad + 1} needed)")
+    padded = np.pad(wav, pad, mode="reflect")
+    n_frames = 1 + (padded.size - config.n_fft) // config.hop
+    window = np.zeros(config.n_fft)
+    offset = (config.n_fft - config.win) // 2
+    window[offset:offset + config.win] = _hann(config.win)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[::config.hop][:n_frames]
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T
+
+
+def melspectrogram(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
+    """Normalised log-mel spectrogram (n_mels, frames) of 16 kHz mono audio, float32."""
+    magnitude = stft_magnitude(preemphasize(wav, config.preemphasis), config)
+    mel = mel_filterbank(config).astype(np.float64) @ magnitude
+    min_level = np.exp(config.min_level_db / 20 * np.log(10))
+    db = 20 * np.log10(np.maximum(min_level, mel)) - config.ref_level_db
+    m = config.max_abs_value
+    norm = np.clip(2 * m * ((db - config.min_level_db) / -config.min_level_db) - m, -m, m)
+    return norm.astype(np.float32)
+
+
+def mel_windows(n_mel_frames: int, fps: float = 25.0, window: int = 16,
+                mel_fps: float = MelConfig().frames_per_second) -> list[int]:
+    """Start index of each mel window: ``int(i * mel_fps / fps)`` while the window fits.
+
+    One output video frame per window (the original's ``mel_chunks``).
+    """
+    step = mel_fps / fps
+    starts = []
+    i = 0
+    while int(i * step) + window <= n_mel_frames:
+        starts.append(int(i * step))
+        i += 1
+    return starts

@@ -1,0 +1,1 @@
+"""Face detection and the FaceMesh attention model, without mediapipe."""

@@ -1,0 +1,29 @@
+"""Shared fixtures. Test data lives in tests/data (copied from the reference goldens)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+def golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(DATA / f"golden_{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="session")
+def standin_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """The seed-0 stand-in checkpoints, written once per test session (needs torch)."""
+    pytest.importorskip("torch")
+    from iplap.models import write_standin_checkpoints
+
+    return write_standin_checkpoints(tmp_path_factory.mktemp("checkpoints"))

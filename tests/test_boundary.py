@@ -1,0 +1,47 @@
+"""The runtime's dependency boundary: no torch, onnx or nncf."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKED = ("torch", "onnx", "onnxscript", "nncf")
+
+_PROBE = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # any import of it raises ImportError
+import iplap.runtime
+import pkgutil, importlib
+for mod in pkgutil.walk_packages(iplap.runtime.__path__, "iplap.runtime."):
+    importlib.import_module(mod.name)
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r} and sys.modules[m] is not None))
+"""
+
+
+def test_runtime_imports_with_torch_onnx_nncf_blocked():
+    out = subprocess.run([sys.executable, "-c", _PROBE.format(blocked=BLOCKED)], capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok []"
+
+
+def test_runtime_dependencies_exclude_export_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {dep.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
+             for dep in project["dependencies"]}
+    assert names.isdisjoint(BLOCKED)
+    assert "torch==2.13.0" in project["optional-dependencies"]["export"]
+
+
+def test_runtime_sources_do_not_import_export_packages():
+    offenders = []
+    for path in (ROOT / "runtime").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.strip().split()
+            if len(words) >= 2 and words[0] in ("import", "from") and words[1].split(".")[0] in BLOCKED:
+                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == []
