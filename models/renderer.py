@@ -189,10 +189,13 @@ class TranslationNetwork(nn.Module):
 
 
 def mask_lower_half(face: torch.Tensor) -> torch.Tensor:
-    """Zero the lower half of the target face, as the original does before translation."""
-    masked = face.clone()
-    masked[:, :, face.shape[2] // 2:] = 0
-    return masked
+    """Zero the lower half of the target face (rows h//2 and below), as the original does.
+
+    Written as a concatenation rather than an in-place assignment, so that it exports as
+    a plain Concat instead of ScatterND.
+    """
+    half = face.shape[2] // 2
+    return torch.cat([face[:, :, :half], torch.zeros_like(face[:, :, half:])], dim=2)
 
 
 class Renderer(nn.Module):

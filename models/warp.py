@@ -41,15 +41,15 @@ def fuse_warped(h1: torch.Tensor, h2: torch.Tensor, ref_img: torch.Tensor, flow:
     Shapes (B, N, ...): h1 (32, 128, 128), h2 (256, 64, 64), ref_img (3, 128, 128),
     flow (2, 128, 128), weight (1, 128, 128). Returns fused h1, h2, reference, each (B, C, H, W).
     """
-    n_ref = h1.shape[1]
+    n_ref, small = h1.shape[1], tuple(h2.shape[-2:])  # small: 64 x 64 in IP_LAP
     h1_sum = h2_sum = ref_sum = denominator = 0.0
     for n in range(n_ref):  # accumulate in the original's order
         deformation = flow_to_deformation(flow[:, n])
         w = weight[:, n]
         denominator = denominator + w
         h1_sum = h1_sum + warp(h1[:, n], deformation) * w
-        h2_sum = h2_sum + warp(h2[:, n], deformation) * F.interpolate(w, size=(64, 64), mode="nearest")
+        h2_sum = h2_sum + warp(h2[:, n], deformation) * F.interpolate(w, size=small, mode="nearest")
         ref_sum = ref_sum + warp(ref_img[:, n], deformation) * w
     denominator = denominator + FUSION_EPS
-    return (h1_sum / denominator, h2_sum / F.interpolate(denominator, size=(64, 64), mode="nearest"),
+    return (h1_sum / denominator, h2_sum / F.interpolate(denominator, size=small, mode="nearest"),
             ref_sum / denominator)

@@ -27,3 +27,23 @@ def standin_checkpoints(tmp_path_factory) -> dict[str, Path]:
     from iplap.models import write_standin_checkpoints
 
     return write_standin_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(standin_checkpoints, tmp_path_factory) -> Path:
+    """An fp32 bundle exported once per session from the stand-in checkpoints (about a minute)."""
+    from iplap.export.bundle_writer import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "fp32"
+    config = ExportConfig(standin_checkpoints["landmark_generator"], standin_checkpoints["renderer"], out,
+                          face_models=False)
+    return export_bundle(config).root
+
+
+def light_copy(src: Path, dst: Path) -> Path:
+    """Copy a bundle by hard links (fast); replace files, never write into them."""
+    import os
+    import shutil
+
+    shutil.copytree(src, dst, copy_function=os.link)
+    return dst

@@ -1,0 +1,168 @@
+"""``iplap export``: checkpoints -> a verified model bundle.
+
+The bundle is written into a temporary folder beside the destination and moved into
+place only when every graph has passed its check, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata as _metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import IplapError
+from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
+from ..models.checkpoint import sha256_file
+from ..models.warp import fuse_warped
+from ..runtime.bundle import CONSTANTS, FORMAT_VERSION, MANIFEST, Bundle, GraphSpec
+from .graphs import ExportableGraph, build_graphs, example_inputs
+from .onnx_export import OPSET, export_graph
+
+log = logging.getLogger(__name__)
+
+GOLDEN_INPUTS = Path(__file__).resolve().parent / "golden_inputs.npz"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``iplap export`` does.
+
+    Attributes:
+        landmark_checkpoint: ``landmarkgenerator_checkpoint.pth`` (official or stand-in).
+        renderer_checkpoint: ``renderer_checkpoint.pth``.
+        out: the bundle folder to create.
+        opset: ONNX opset of every graph.
+        face_models: also convert MediaPipe's face models into the bundle.
+        mediapipe_wheel: a local mediapipe 0.10.21 wheel to take them from (else downloaded).
+        overwrite: replace an existing bundle at ``out``.
+    """
+
+    landmark_checkpoint: Path
+    renderer_checkpoint: Path
+    out: Path
+    opset: int = OPSET
+    face_models: bool = True
+    mediapipe_wheel: Path | None = None
+    overwrite: bool = False
+
+    @classmethod
+    def from_dir(cls, checkpoint_dir: Path, out: Path, **kwargs) -> "ExportConfig":
+        return cls(Path(checkpoint_dir) / LANDMARK_GENERATOR_FILE, Path(checkpoint_dir) / RENDERER_FILE, Path(out),
+                   **kwargs)
+
+
+def golden_cases(landmark_generator, renderer) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Inputs of every graph on the reference golden data (as the original pipeline feeds them)."""
+    with np.load(GOLDEN_INPUTS) as f:
+        g = {k: torch.from_numpy(f[k]) for k in f.files}
+    flow = renderer.flow_module
+    ref_img, ref_sketch = g["renderer__ref_N_frame_img"][0], g["renderer__ref_N_frame_sketch"][0]
+    driving = g["renderer__target_sketches"].flatten(1, 2)
+    with torch.no_grad():
+        h1, h2 = flow.encode_reference(ref_img, ref_sketch)
+        mods = flow.modulations(driving)
+        flow_px, weight = flow.predict_flow(h2, mods)
+        w_h1, w_h2, w_ref = fuse_warped(h1[None], h2[None], ref_img[None], flow_px[None], weight[None])
+    return {
+        "landmark_generator": tuple(g[f"landmark_generator__{k}"] for k in ("T_mels", "T_pose", "Nl_pose", "Nl_content")),
+        "reference_encoder": (ref_img, ref_sketch),
+        "flow_modulations": (driving,),
+        "flow_head": (h2, *mods),
+        "translation": (g["renderer__face_frame_img"][:, 0], driving, w_ref, w_h1, w_h2, g["renderer__audio_mels"][:, 0]),
+    }
+
+
+def check_cases(spec: GraphSpec, golden: tuple[torch.Tensor, ...], seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+    """Random inputs at two batch sizes (when the batch is dynamic), then the golden inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    dynamic = any(t.shape[0] == "batch" for t in spec.inputs)
+    return [example_inputs(spec, b, generator) for b in ((2, 3) if dynamic else (1,))] + [golden]
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"iplap": __version__}
+    for package in ("torch", "onnx", "onnxruntime", "openvino"):
+        try:
+            versions[package] = _metadata.version(package)
+        except _metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def export_bundle(config: ExportConfig) -> Bundle:
+    """Export, check and write a bundle; returns it loaded and verified."""
+    out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise IplapError(f"{out} already exists (pass --force to replace it)")
+    landmark_generator = load_landmark_generator(config.landmark_checkpoint)
+    renderer = load_renderer(config.renderer_checkpoint)
+    checkpoints = {"landmark_generator": config.landmark_checkpoint, "renderer": config.renderer_checkpoint}
+    checkpoint_info = {name: {"file": Path(p).name, "sha256": sha256_file(p)} for name, p in checkpoints.items()}
+    metadata = {f"{name}_sha256": info["sha256"] for name, info in checkpoint_info.items()}
+    metadata["precision"] = "fp32"
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        golden = golden_cases(landmark_generator, renderer)
+        graphs: dict[str, dict] = {}
+        graph: ExportableGraph
+        for graph in build_graphs(landmark_generator, renderer):
+            spec = graph.spec
+            result = export_graph(graph, work, check_cases(spec, golden[spec.name]), config.opset,
+                                  {**metadata, "graph": spec.name})
+            graphs[spec.name] = {
+                "onnx": _rel(result.onnx, work), "openvino": _rel(result.openvino, work),
+                "inputs": [{"name": t.name, "shape": list(t.shape)} for t in spec.inputs],
+                "outputs": [{"name": t.name, "shape": list(t.shape)} for t in spec.outputs],
+                "max_error_vs_torch": result.max_error,
+            }
+        face_models: dict[str, str] = {}
+        if config.face_models:
+            face_models = _export_face_models(work / "face", config.mediapipe_wheel, work)
+        files = {_rel(p, work): sha256_file(p) for p in sorted(work.rglob("*")) if p.is_file()}
+        manifest = {
+            "format": "iplap-bundle",
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "precision": "fp32",
+            "quantization": None,
+            "opset": config.opset,
+            "versions": tool_versions(),
+            "checkpoints": checkpoint_info,
+            "constants": CONSTANTS,
+            "graphs": graphs,
+            "face_models": face_models,
+            "files": files,
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        work.chmod(0o755)  # mkdtemp makes it private
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("wrote bundle %s", out)
+    return Bundle.load(out)
+
+
+def _export_face_models(out_dir: Path, wheel: Path | None, root: Path) -> dict[str, str]:
+    from .facemodels import export_face_models
+
+    written = export_face_models(out_dir, wheel)
+    return {name: _rel(Path(path), root) for name, path in written.items()}

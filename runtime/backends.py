@@ -1,0 +1,191 @@
+"""Inference backends: one factory each for ONNX Runtime and OpenVINO.
+
+Every session or compiled model in the runtime is built here, with explicit threads,
+device and cache directory, so that no call site forgets a setting. In particular the
+OpenVINO factory sets the inference precision explicitly: its CPU plugin runs in bf16 by
+default on CPUs that have bf16, which is not the fp32 the goldens were made with.
+
+A backend that is not installed is an error naming what to install; there is no silent
+fallback to another backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import BackendError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "openvino")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How to run graphs. Per call, not part of the model bundle.
+
+    Attributes:
+        backend: ``"onnxruntime"`` or ``"openvino"``.
+        device: OpenVINO device (``"CPU"``, ``"GPU"``, ``"AUTO"``, ...). ONNX Runtime: ``"CPU"``.
+        threads: intra-op threads; 0 lets the backend choose (all physical cores).
+        cache_dir: OpenVINO model cache (``CACHE_DIR``); compiled models load faster next time.
+        precision: OpenVINO inference precision hint: ``"f32"`` (exact), ``"bf16"`` or ``"f16"``.
+            ``None`` keeps the device default (bf16 on recent Intel and AMD CPUs).
+    """
+
+    backend: str = "onnxruntime"
+    device: str = "CPU"
+    threads: int = 0
+    cache_dir: Path | None = None
+    precision: str | None = "f32"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise BackendError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.threads < 0:
+            raise BackendError(f"threads must be >= 0, got {self.threads}")
+        if self.backend == "onnxruntime" and self.device.upper() != "CPU":
+            raise BackendError(f"the onnxruntime backend runs on CPU only, not {self.device!r}; "
+                               "use --backend openvino for other devices")
+        if self.precision not in (None, "f32", "bf16", "f16"):
+            raise BackendError(f"unknown precision {self.precision!r}: choose f32, bf16 or f16")
+
+
+class InferenceModel(Protocol):
+    """A loaded graph: named numpy inputs in, named numpy outputs out."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class OnnxRuntimeModel:
+    session: object
+    input_names: list[str] = field(init=False)
+    output_names: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outputs))
+
+
+class OpenVINOModel:
+    """A compiled OpenVINO model; one infer request per thread that uses it."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.input_names = [p.get_any_name() for p in compiled.inputs]
+        self.output_names = [p.get_any_name() for p in compiled.outputs]
+        self._local = threading.local()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
+        # Copy: the request reuses its output buffers on the next call.
+        return {name: np.array(request.get_tensor(name).data) for name in self.output_names}
+
+
+def load_model(path: str | Path, config: BackendConfig) -> InferenceModel:
+    """Load one graph file with the configured backend."""
+    path = Path(path)
+    if config.backend == "onnxruntime":
+        return _load_onnxruntime(path, config)
+    return _load_openvino(path, config)
+
+
+def _load_onnxruntime(path: Path, config: BackendConfig) -> OnnxRuntimeModel:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - a runtime dependency
+        raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = config.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        raise BackendError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from None
+    return OnnxRuntimeModel(session)
+
+
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def openvino_core():
+    """The process's OpenVINO Core (one per process, as OpenVINO recommends)."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            try:
+                import openvino as ov
+            except ImportError as exc:  # pragma: no cover - a runtime dependency
+                raise BackendError(f"openvino is not installed ({exc}); pip install openvino") from None
+            _CORE = ov.Core()
+        return _CORE
+
+
+def openvino_devices() -> list[str]:
+    return list(openvino_core().available_devices)
+
+
+def check_openvino_device(device: str) -> None:
+    """Raise a clear error when ``device`` is not present (AUTO/MULTI/HETERO name others)."""
+    available = openvino_devices()
+    base = device.split(":")[0].split(".")[0].upper()
+    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+        return
+    if device.upper() not in (d.upper() for d in available) and base not in (d.split(".")[0].upper() for d in available):
+        raise BackendError(f"OpenVINO device {device!r} is not present; available: {', '.join(available) or 'none'}")
+
+
+def openvino_properties(config: BackendConfig) -> dict[str, object]:
+    props: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+    device = config.device.upper()
+    if config.threads and device.startswith("CPU"):
+        props["INFERENCE_NUM_THREADS"] = config.threads
+    if config.precision is not None and not device.startswith(("AUTO", "MULTI", "HETERO")):
+        props["INFERENCE_PRECISION_HINT"] = config.precision
+    if config.cache_dir is not None:
+        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        props["CACHE_DIR"] = str(config.cache_dir)
+    return props
+
+
+def _load_openvino(path: Path, config: BackendConfig) -> OpenVINOModel:
+    core = openvino_core()
+    check_openvino_device(config.device)
+    props = openvino_properties(config)
+    try:
+        compiled = core.compile_model(str(path), config.device, props)
+    except RuntimeError as exc:
+        raise BackendError(f"OpenVINO cannot compile {path.name} for {config.device}: {_first_line(exc)}") from None
+    return OpenVINOModel(compiled)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def default_threads() -> int:
+    """Physical-core guess used for Numba when the user gives no thread count."""
+    return max(1, os.cpu_count() or 1)

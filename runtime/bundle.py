@@ -1,0 +1,173 @@
+"""Model bundles: a folder of graphs plus ``manifest.json``, and its checks on load.
+
+A bundle holds one ONNX file and one OpenVINO IR per graph (see :data:`GRAPHS`), the
+face-tracking models, and a manifest that records what produced them: the format
+version, the checkpoints' sha256, every file's sha256, precision, opset, tool versions,
+each graph's inputs and outputs, and the model constants. Loading checks the format
+version and every file's hash, and names the file that is missing or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BundleError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output. ``"batch"`` marks the dynamic axis."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    value_range: tuple[float, float] = (0.0, 1.0)  # for random test inputs at export time
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+B = "batch"
+_MEL = (-4.0, 4.0)
+_SKETCH = (0.0, 224 / 255)
+#: Names of the 12 SPADE modulation maps of the flow network, in order.
+MODULATION_NAMES = tuple(f"{block}_{kind}{layer}" for block in ("spade1", "spade2", "spade4")
+                         for layer in (1, 2) for kind in ("gamma", "beta"))
+_MOD_SHAPES = {"spade1": (1, 256, 64, 64), "spade2": (1, 256, 64, 64), "spade4": (1, 64, 128, 128)}
+
+
+def _modulations(batch) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(n, (batch, *_MOD_SHAPES[n.split("_")[0]][1:]), (-1.0, 1.0)) for n in MODULATION_NAMES)
+
+
+GRAPHS: tuple[GraphSpec, ...] = (
+    GraphSpec("landmark_generator",
+              (TensorSpec("mels", (B, 5, 1, 80, 16), _MEL), TensorSpec("pose", (B, 5, 2, 74)),
+               TensorSpec("ref_pose", (B, 15, 2, 74)), TensorSpec("ref_content", (B, 15, 2, 57))),
+              (TensorSpec("content", (B, 2, 57)),)),  # batch here is B*5
+    GraphSpec("reference_encoder",
+              (TensorSpec("ref_image", (B, 3, 128, 128)), TensorSpec("ref_sketch", (B, 3, 128, 128), _SKETCH)),
+              (TensorSpec("h1", (B, 32, 128, 128)), TensorSpec("h2", (B, 256, 64, 64)))),
+    GraphSpec("flow_modulations",
+              (TensorSpec("driving_sketches", (1, 15, 128, 128), _SKETCH),),
+              _modulations(1)),
+    GraphSpec("flow_head",
+              (TensorSpec("h2", (B, 256, 64, 64)), *_modulations(1)),
+              (TensorSpec("flow", (B, 2, 128, 128)), TensorSpec("weight", (B, 1, 128, 128)))),
+    GraphSpec("translation",
+              (TensorSpec("face", (1, 3, 128, 128)), TensorSpec("target_sketches", (1, 15, 128, 128), _SKETCH),
+               TensorSpec("wrapped_ref", (1, 3, 128, 128)), TensorSpec("wrapped_h1", (1, 32, 128, 128)),
+               TensorSpec("wrapped_h2", (1, 256, 64, 64)), TensorSpec("mel", (1, 1, 80, 16), _MEL)),
+              (TensorSpec("generated_face", (1, 3, 128, 128)),)),
+)
+GRAPH_BY_NAME = {g.name: g for g in GRAPHS}
+
+#: Model constants written into every manifest.
+CONSTANTS = {
+    "T": 5, "Nl": 15, "default_refs": 25, "image_size": 128, "fps": 25,
+    "mel": {"sample_rate": 16000, "n_fft": 800, "hop": 200, "win": 800, "n_mels": 80, "fmin": 55,
+            "fmax": 7600, "preemphasis": 0.97, "window_frames": 16},
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A verified model bundle on disk."""
+
+    root: Path
+    manifest: dict = field(repr=False)
+
+    @classmethod
+    def load(cls, root: str | Path, verify: bool = True) -> "Bundle":
+        """Read and check a bundle; raises :class:`BundleError` naming what is wrong."""
+        root = Path(root)
+        if not root.is_dir():
+            raise BundleError(f"model bundle not found: {root} (make one with `iplap export`)")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{root} is not a model bundle: {MANIFEST} is missing")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != "iplap-bundle":
+            raise BundleError(f"{manifest_path}: not an iplap bundle manifest")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(f"{root}: bundle format version {version} is not supported by this iplap "
+                              f"(it reads version {FORMAT_VERSION}); export the bundle again")
+        bundle = cls(root, manifest)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        files = self.manifest.get("files", {})
+        if not files:
+            raise BundleError(f"{self.root}: manifest lists no files")
+        for rel, expected in files.items():
+            path = self.root / rel
+            if not path.is_file():
+                raise BundleError(f"{self.root}: bundle file {rel} is missing")
+            if sha256_file(path) != expected:
+                raise BundleError(f"{self.root}: bundle file {rel} has changed (sha256 mismatch); "
+                                  "it was modified or corrupted after export")
+
+    @property
+    def bundle_id(self) -> str:
+        """Identity of the bundle's contents: a hash over every file's hash."""
+        files = self.manifest["files"]
+        return hashlib.sha256("".join(f"{k}:{files[k]};" for k in sorted(files)).encode()).hexdigest()
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.get("precision", "fp32")
+
+    @property
+    def constants(self) -> dict:
+        return self.manifest["constants"]
+
+    def graph_file(self, graph: str, backend: str) -> Path:
+        """The file of ``graph`` for ``backend`` ("onnxruntime" -> ONNX, "openvino" -> IR)."""
+        graphs = self.manifest.get("graphs", {})
+        if graph not in graphs:
+            raise BundleError(f"{self.root}: the bundle has no graph {graph!r}")
+        key = "onnx" if backend == "onnxruntime" else "openvino"
+        rel = graphs[graph].get(key)
+        if rel is None:
+            raise BundleError(f"{self.root}: graph {graph!r} has no {key} file in this bundle")
+        return self.root / rel
+
+    def face_model_file(self, name: str) -> Path:
+        models = self.manifest.get("face_models", {})
+        if name not in models:
+            raise BundleError(f"{self.root}: the bundle has no face model {name!r}; export it again")
+        return self.root / models[name]

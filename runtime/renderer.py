@@ -1,0 +1,129 @@
+"""The torch-free models: the landmark generator and the split renderer.
+
+The renderer computes the original's function in three parts (see
+``iplap.export.graphs``): :meth:`Renderer.encode_references` once per video, then per
+frame :meth:`Renderer.render`: the flow modulations (shared by all references), the flow
+head batched over the N references, the Numba warp-and-fuse kernel, and the
+translation network.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import BundleError
+from . import warp
+from .backends import BackendConfig, InferenceModel, load_model
+from .bundle import GRAPH_BY_NAME, MODULATION_NAMES, Bundle
+
+log = logging.getLogger(__name__)
+
+
+def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
+    model = load_model(bundle.graph_file(name, config.backend), config)
+    expected = GRAPH_BY_NAME[name]
+    if set(model.input_names) != set(expected.input_names) or set(model.output_names) != set(expected.output_names):
+        raise BundleError(f"{bundle.root}: graph {name!r} has inputs {model.input_names} and outputs "
+                          f"{model.output_names}, not those this iplap expects")
+    return model
+
+
+class LandmarkGenerator:
+    """Lip and jaw landmarks for 5-frame windows (the transformer graph)."""
+
+    def __init__(self, bundle: Bundle, config: BackendConfig):
+        self.model = _load_graph(bundle, "landmark_generator", config)
+
+    def predict(self, mels: np.ndarray, pose: np.ndarray, ref_pose: np.ndarray,
+                ref_content: np.ndarray) -> np.ndarray:
+        """(B, 5, 1, 80, 16), (B, 5, 2, 74), (B, 15, 2, 74), (B, 15, 2, 57) -> (B*5, 2, 57)."""
+        feeds = {"mels": mels, "pose": pose, "ref_pose": ref_pose, "ref_content": ref_content}
+        return self.model.run({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})["content"]
+
+
+@dataclass
+class References:
+    """What the renderer keeps per video: the N references' features.
+
+    The warp kernel reads channels-last arrays; the flow head takes h2 channels-first.
+    Both layouts of h2 are kept, since converting 25 x 256 x 64 x 64 floats every frame
+    would cost more than the kernel itself.
+    """
+
+    h1: np.ndarray  # (N, 128, 128, 32)
+    h2: np.ndarray  # (N, 64, 64, 256)
+    h2_nchw: np.ndarray  # (N, 256, 64, 64)
+    images: np.ndarray  # (N, 128, 128, 3)
+
+    @property
+    def count(self) -> int:
+        return self.h1.shape[0]
+
+    def subset(self, indices) -> "References":
+        indices = np.asarray(indices)
+        return References(self.h1[indices], self.h2[indices], self.h2_nchw[indices], self.images[indices])
+
+
+@dataclass
+class RenderResult:
+    face: np.ndarray  # (3, 128, 128) float32 in [0, 1]
+    wrapped_h1: np.ndarray  # (1, 32, 128, 128)
+    wrapped_h2: np.ndarray  # (1, 256, 64, 64)
+    wrapped_ref: np.ndarray  # (1, 3, 128, 128)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+
+
+class Renderer:
+    """The split renderer. ``threads`` also sets Numba's thread count for the warp kernel."""
+
+    def __init__(self, bundle: Bundle, config: BackendConfig):
+        self.config = config
+        self.reference_encoder = _load_graph(bundle, "reference_encoder", config)
+        self.flow_modulations = _load_graph(bundle, "flow_modulations", config)
+        self.flow_head = _load_graph(bundle, "flow_head", config)
+        self.translation = _load_graph(bundle, "translation", config)
+        if config.threads:
+            numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
+        warp.warm_up()  # compile or load the kernel now, not on the first frame
+
+    def encode_references(self, images: np.ndarray, sketches: np.ndarray, batch: int = 5) -> References:
+        """Reference crops (N, 3, 128, 128) in [0, 1] and their sketches -> cached features."""
+        images = np.ascontiguousarray(images, np.float32)
+        sketches = np.ascontiguousarray(sketches, np.float32)
+        h1s, h2s = [], []
+        for start in range(0, len(images), batch):  # bounded memory for large N
+            out = self.reference_encoder.run({"ref_image": images[start:start + batch],
+                                              "ref_sketch": sketches[start:start + batch]})
+            h1s.append(warp.channels_last(out["h1"]))
+            h2s.append(out["h2"])
+        h2_nchw = np.ascontiguousarray(np.concatenate(h2s))
+        return References(np.concatenate(h1s), warp.channels_last(h2_nchw), h2_nchw, warp.channels_last(images))
+
+    def render(self, references: References, face: np.ndarray, target_sketches: np.ndarray,
+               mel: np.ndarray) -> RenderResult:
+        """One frame. ``face`` (3, 128, 128) in [0, 1] (the lower half is masked inside),
+        ``target_sketches`` (5, 3, 128, 128), ``mel`` (80, 16)."""
+        seconds = {}
+        t0 = time.perf_counter()
+        driving = np.ascontiguousarray(np.asarray(target_sketches, np.float32).reshape(1, 15, 128, 128))
+        mods = self.flow_modulations.run({"driving_sketches": driving})
+        t1 = time.perf_counter()
+        head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
+        t2 = time.perf_counter()
+        w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
+                                               references.images)
+        t3 = time.perf_counter()
+        out = self.translation.run({
+            "face": np.ascontiguousarray(np.asarray(face, np.float32)[None]),
+            "target_sketches": driving, "wrapped_ref": w_ref, "wrapped_h1": w_h1, "wrapped_h2": w_h2,
+            "mel": np.ascontiguousarray(np.asarray(mel, np.float32).reshape(1, 1, 80, 16)),
+        })
+        t4 = time.perf_counter()
+        seconds.update(flow_modulations=t1 - t0, flow_head=t2 - t1, warp=t3 - t2, translation=t4 - t3)
+        return RenderResult(out["generated_face"][0], w_h1, w_h2, w_ref, seconds)
+

@@ -1,0 +1,98 @@
+"""The torch-free runtime reproduces the goldens on both backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import golden
+from iplap.errors import BackendError
+from iplap.runtime.backends import BackendConfig, load_model
+from iplap.runtime.bundle import Bundle
+
+TOL = 1e-3
+BACKENDS = ["onnxruntime", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir):
+    return Bundle.load(bundle_dir)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_renderer_matches_golden(bundle, backend):
+    from iplap.runtime.renderer import Renderer
+
+    g = golden("renderer")
+    renderer = Renderer(bundle, BackendConfig(backend=backend, threads=2))
+    refs = renderer.encode_references(g["ref_N_frame_img"][0], g["ref_N_frame_sketch"][0])
+    out = renderer.render(refs, g["face_frame_img"][0, 0], g["target_sketches"][0], g["audio_mels"][0, 0, 0])
+    got = {"generated_face": out.face[None], "wrapped_h1": out.wrapped_h1, "wrapped_h2": out.wrapped_h2,
+           "wrapped_ref": out.wrapped_ref}
+    for name, value in got.items():
+        assert value.shape == g[name].shape, name
+        assert np.abs(value - g[name]).max() <= TOL, name
+    assert set(out.seconds) == {"flow_modulations", "flow_head", "warp", "translation"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_landmark_generator_matches_golden(bundle, backend):
+    from iplap.runtime.renderer import LandmarkGenerator
+
+    g = golden("landmark_generator")
+    out = LandmarkGenerator(bundle, BackendConfig(backend=backend)).predict(g["T_mels"], g["T_pose"], g["Nl_pose"],
+                                                                            g["Nl_content"])
+    assert np.abs(out - g["predict_content"]).max() <= TOL
+
+
+_NO_TORCH = """
+import sys
+for name in ("torch", "onnx", "nncf"):
+    sys.modules[name] = None
+import numpy as np
+from iplap.runtime.bundle import Bundle
+from iplap.runtime.backends import BackendConfig
+from iplap.runtime.renderer import Renderer
+g = np.load(sys.argv[2])
+r = Renderer(Bundle.load(sys.argv[1]), BackendConfig(backend=sys.argv[3]))
+refs = r.encode_references(g["ref_N_frame_img"][0], g["ref_N_frame_sketch"][0])
+out = r.render(refs, g["face_frame_img"][0, 0], g["target_sketches"][0], g["audio_mels"][0, 0, 0])
+print(float(np.abs(out.face[None] - g["generated_face"]).max()))
+"""
+
+
+def test_golden_without_torch_imported(bundle_dir, data_dir):
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(bundle_dir), str(data_dir / "golden_renderer.npz"),
+                          "openvino"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) <= TOL
+
+
+def test_openvino_defaults_to_exact_f32():
+    from iplap.runtime.backends import openvino_properties
+
+    assert openvino_properties(BackendConfig(backend="openvino"))["INFERENCE_PRECISION_HINT"] == "f32"
+    props = openvino_properties(BackendConfig(backend="openvino", threads=3, cache_dir=None))
+    assert props["INFERENCE_NUM_THREADS"] == 3
+
+
+def test_missing_openvino_device_lists_the_present_ones(bundle):
+    with pytest.raises(BackendError, match=r"device 'NPU7' is not present; available: .*CPU"):
+        load_model(bundle.graph_file("reference_encoder", "openvino"), BackendConfig(backend="openvino", device="NPU7"))
+
+
+def test_openvino_cache_dir_is_used(bundle, tmp_path):
+    cache = tmp_path / "ovcache"
+    load_model(bundle.graph_file("reference_encoder", "openvino"), BackendConfig(backend="openvino", cache_dir=cache))
+    assert any(cache.iterdir())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backend": "tensorrt"}, "unknown backend"), ({"backend": "onnxruntime", "device": "GPU"}, "CPU only"),
+    ({"threads": -1}, "threads"), ({"precision": "int4"}, "precision")])
+def test_backend_config_validates(kwargs, message):
+    with pytest.raises(BackendError, match=message):
+        BackendConfig(**kwargs)
