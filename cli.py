@@ -97,5 +97,87 @@ def _cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _add_runtime_options(p) -> None:
+    p.add_argument("--bundle", type=_path, required=True, help="model bundle folder (from iplap export)")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, AUTO, ... (default CPU)")
+    p.add_argument("--threads", type=int, default=0, help="threads for inference (default: all cores)")
+    p.add_argument("--cache-dir", type=_path, help="OpenVINO model cache folder")
+    p.add_argument("--refs", type=int, default=25, help="number of reference images N (default 25)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--static", dest="face_mode", action="store_const", const="static",
+                      help="detect the face on every frame, as the original (default)")
+    mode.add_argument("--track", dest="face_mode", action="store_const", const="track",
+                      help="follow the face from the previous frame's landmarks (faster)")
+    p.set_defaults(face_mode="static")
+    p.add_argument("--fill-gaps", type=int, default=0, metavar="N",
+                   help="carry the last face track over at most N frames without a face (default 0: error)")
+    p.add_argument("--smooth", action="store_true", help="smooth tracked landmarks against jitter (One-Euro)")
+
+
+def _pipeline(args):
+    from .runtime.backends import BackendConfig
+    from .runtime.pipeline import Pipeline, PipelineConfig
+
+    backend = BackendConfig(backend=args.backend, device=args.device, threads=args.threads, cache_dir=args.cache_dir)
+    config = PipelineConfig(backend=backend, refs=args.refs, face_mode=args.face_mode, fill_gaps=args.fill_gaps,
+                            smoothing=args.smooth)
+    return Pipeline(args.bundle, config)
+
+
+@_command
+def _register_run(sub) -> None:
+    p = sub.add_parser("run", help="face video or photo + speech -> lip-synced mp4",
+                       description="Render a face (video or photo, or a prepared avatar) speaking the given "
+                                   "audio, into an H.264 mp4 with the audio muxed in.")
+    _add_runtime_options(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--face", type=_path, help="face video or image")
+    source.add_argument("--avatar", type=_path, help="avatar file from iplap prepare")
+    p.add_argument("--audio", type=_path, required=True, help="speech: any audio file, or a video's audio track")
+    p.add_argument("--out", type=_path, required=True, help="output mp4")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 = lossless (default 18)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from .runtime.media import check_output_path
+
+    check_output_path(args.out)
+    if not 0 <= args.crf <= 51:
+        raise IplapError(f"--crf must be between 0 and 51, got {args.crf}")
+    pipeline = _pipeline(args)
+    face = pipeline.load_avatar(args.avatar) if args.avatar else args.face
+    report = pipeline.render(face, args.audio, args.out, crf=args.crf, progress=not args.quiet)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(report.seconds.items(), key=lambda kv: -kv[1]))
+    print(f"wrote {report.path}: {report.frames} frames in {report.wall_seconds:.1f} s "
+          f"({report.seconds_per_frame:.2f} s/frame; {stages})", file=sys.stderr)
+    return EXIT_OK
+
+
+@_command
+def _register_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="do the per-face work once: an avatar file for fast runs",
+                       description="Decode and track the face, choose the references and compute their "
+                                   "features, and write them with the face file into one avatar file.")
+    _add_runtime_options(p)
+    p.add_argument("--face", type=_path, required=True, help="face video or image")
+    p.add_argument("--out", type=_path, required=True, help="avatar file to write (.avatar)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_prepare)
+
+
+def _cmd_prepare(args) -> int:
+    from .runtime.media import check_output_path
+
+    check_output_path(args.out)
+    avatar = _pipeline(args).prepare(args.face, progress=not args.quiet)
+    path = avatar.save(args.out)
+    print(f"wrote avatar {path}: {avatar.n_frames} frames, {avatar.references.count} references "
+          f"({avatar.references.distinct} distinct)", file=sys.stderr)
+    return EXIT_OK
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -194,6 +194,116 @@ def preemphasize(wav: np.ndarray, k: float) -> np.ndarray:
     return out
 
 
+def _normalise_db(mel: np.ndarray, config: MelConfig) -> np.ndarray:
+    min_level = np.exp(config.min_level_db / 20 * np.log(10))
+    db = 20 * np.log10(np.maximum(min_level, mel)) - config.ref_level_db
+    m = config.max_abs_value
+    return np.clip(2 * m * ((db - config.min_level_db) / -config.min_level_db) - m, -m, m)
+
+
+class MelStream:
+    """The mel spectrogram of audio that arrives in chunks, identical for any chunking.
+
+    Frame m is centred on sample ``m * hop``; it is computed once its window is complete,
+    and the last frames (which need the reflect padding at the end) when the stream is
+    finished. Frames are computed in fixed blocks of ``block`` frames aligned to absolute
+    frame numbers, so the arithmetic does not depend on how the audio was cut: the whole
+    file and any chunking give bit-identical spectrograms.
+    """
+
+    def __init__(self, config: MelConfig = MelConfig(), block: int = 4):
+        if config.win > config.n_fft:
+            raise ValueError("win must not exceed n_fft")
+        self.config = config
+        self.block = block
+        self._pad = config.n_fft // 2
+        self._window = np.zeros(config.n_fft)
+        offset = (config.n_fft - config.win) // 2
+        self._window[offset:offset + config.win] = _hann(config.win)
+        self._basis = mel_filterbank(config).astype(np.float64)
+        self._emph = np.zeros(0)  # pre-emphasised samples not yet dropped
+        self._offset = 0  # absolute index of _emph[0]
+        self._head = None  # the reflect padding at the start (needs pad + 1 samples)
+        self._last_raw = None
+        self._total = 0
+        self._done = 0  # frames emitted
+        self.finished = False
+
+    @property
+    def samples(self) -> int:
+        return self._total
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add audio; returns the newly completed mel frames (n_mels, k)."""
+        if self.finished:
+            raise RuntimeError("the stream is finished")
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if x.size == 0:
+            return np.zeros((self.config.n_mels, 0), np.float32)
+        emph = x.copy()
+        emph[1:] -= self.config.preemphasis * x[:-1]
+        if self._last_raw is not None:
+            emph[0] -= self.config.preemphasis * self._last_raw
+        self._last_raw = x[-1]
+        self._emph = np.concatenate([self._emph, emph])
+        self._total += x.size
+        # Frame m needs samples up to m * hop + pad - 1 (and pad + 1 samples for its left reflection).
+        available = (self._total - self._pad) // self.config.hop + 1 if self._total > self._pad else 0
+        ready = (available // self.block) * self.block
+        return self._emit(ready, final=False)
+
+    def finish(self) -> np.ndarray:
+        """End of audio: the remaining frames, with reflect padding at the end."""
+        if self._total <= self._pad:
+            raise MediaError(f"audio too short: {self._total} samples (at least {self._pad + 1} needed)")
+        self.finished = True
+        return self._emit(1 + self._total // self.config.hop, final=True)
+
+    def _emit(self, upto: int, final: bool) -> np.ndarray:
+        cfg = self.config
+        out = []
+        while self._done < upto:
+            stop = min(self._done + self.block, upto) if final else self._done + self.block
+            out.append(self._frames(self._done, stop, final))
+            self._done = stop
+        # Keep only what later frames can still need.
+        keep_from = max(0, self._done * cfg.hop - self._pad)
+        if keep_from > self._offset and self._head is not None:
+            self._emph = self._emph[keep_from - self._offset:]
+            self._offset = keep_from
+        if not out:
+            return np.zeros((cfg.n_mels, 0), np.float32)
+        return np.concatenate(out, axis=1)
+
+    def _padded(self, start: int, stop: int, final: bool) -> np.ndarray:
+        """Pre-emphasised samples [start, stop) with reflect padding outside [0, total)."""
+        pad = self._pad
+        if self._head is None:
+            self._head = self._emph[1:pad + 1][::-1].copy()  # x[pad] .. x[1]
+        parts = []
+        if start < 0:
+            parts.append(self._head[pad + start:])
+            start = 0
+        end_inner = min(stop, self._total)
+        parts.append(self._emph[start - self._offset:end_inner - self._offset])
+        if stop > self._total:
+            if not final:
+                raise AssertionError("right padding before the end of the stream")
+            tail = self._emph[self._total - self._offset - pad - 1:self._total - self._offset - 1][::-1]
+            parts.append(tail[:stop - self._total])
+        return np.concatenate(parts)
+
+    def _frames(self, first: int, stop: int, final: bool) -> np.ndarray:
+        cfg = self.config
+        count = stop - first
+        block = np.zeros((self.block, cfg.n_fft))
+        for i in range(count):
+            centre = (first + i) * cfg.hop
+            block[i] = self._padded(centre - self._pad, centre + self._pad, final)
+        magnitude = np.abs(np.fft.rfft(block * self._window, axis=1)).T  # always `block` rows
+        return _normalise_db(self._basis @ magnitude, cfg)[:, :count].astype(np.float32)
+
+
 def stft_magnitude(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
     """|STFT| (n_fft//2 + 1, frames), centred with reflect padding, in float64."""
     pad = config.n_fft // 2
@@ -209,14 +319,12 @@ def stft_magnitude(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarr
 
 
 def melspectrogram(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
-    """Normalised log-mel spectrogram (n_mels, frames) of 16 kHz mono audio, float32."""
-    magnitude = stft_magnitude(preemphasize(wav, config.preemphasis), config)
-    mel = mel_filterbank(config).astype(np.float64) @ magnitude
-    min_level = np.exp(config.min_level_db / 20 * np.log(10))
-    db = 20 * np.log10(np.maximum(min_level, mel)) - config.ref_level_db
-    m = config.max_abs_value
-    norm = np.clip(2 * m * ((db - config.min_level_db) / -config.min_level_db) - m, -m, m)
-    return norm.astype(np.float32)
+    """Normalised log-mel spectrogram (n_mels, frames) of 16 kHz mono audio, float32.
+
+    Computed by :class:`MelStream`, so that a whole file and a stream give the same bits.
+    """
+    stream = MelStream(config)
+    return np.concatenate([stream.push(wav), stream.finish()], axis=1)
 
 
 def mel_windows(n_mel_frames: int, fps: float = 25.0, window: int = 16,

@@ -48,25 +48,29 @@ class LandmarkGenerator:
 
 @dataclass
 class References:
-    """What the renderer keeps per video: the N references' features.
+    """What the renderer keeps per video: the features of the distinct references.
 
+    ``index`` (N,) maps each of the N references to a row of the arrays. A photo gives N
+    copies of one frame; its features and flow are computed once, and the warp kernel
+    still sums N terms in the original's order, so the result is the original's.
     The warp kernel reads channels-last arrays; the flow head takes h2 channels-first.
     Both layouts of h2 are kept, since converting 25 x 256 x 64 x 64 floats every frame
     would cost more than the kernel itself.
     """
 
-    h1: np.ndarray  # (N, 128, 128, 32)
-    h2: np.ndarray  # (N, 64, 64, 256)
-    h2_nchw: np.ndarray  # (N, 256, 64, 64)
-    images: np.ndarray  # (N, 128, 128, 3)
+    h1: np.ndarray  # (U, 128, 128, 32)
+    h2: np.ndarray  # (U, 64, 64, 256)
+    h2_nchw: np.ndarray  # (U, 256, 64, 64)
+    images: np.ndarray  # (U, 128, 128, 3)
+    index: np.ndarray  # (N,) int64 into the U rows
 
     @property
     def count(self) -> int:
-        return self.h1.shape[0]
+        return int(self.index.shape[0])
 
-    def subset(self, indices) -> "References":
-        indices = np.asarray(indices)
-        return References(self.h1[indices], self.h2[indices], self.h2_nchw[indices], self.images[indices])
+    @property
+    def distinct(self) -> int:
+        return int(self.h1.shape[0])
 
 
 @dataclass
@@ -91,10 +95,15 @@ class Renderer:
             numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
         warp.warm_up()  # compile or load the kernel now, not on the first frame
 
-    def encode_references(self, images: np.ndarray, sketches: np.ndarray, batch: int = 5) -> References:
-        """Reference crops (N, 3, 128, 128) in [0, 1] and their sketches -> cached features."""
+    def encode_references(self, images: np.ndarray, sketches: np.ndarray, index: np.ndarray | None = None,
+                          batch: int = 5) -> References:
+        """Distinct reference crops (U, 3, 128, 128) in [0, 1] and their sketches -> cached features.
+
+        ``index`` (N,) lists which of the U crops each of the N references is (default: each once).
+        """
         images = np.ascontiguousarray(images, np.float32)
         sketches = np.ascontiguousarray(sketches, np.float32)
+        index = np.arange(len(images), dtype=np.int64) if index is None else np.asarray(index, np.int64)
         h1s, h2s = [], []
         for start in range(0, len(images), batch):  # bounded memory for large N
             out = self.reference_encoder.run({"ref_image": images[start:start + batch],
@@ -102,7 +111,8 @@ class Renderer:
             h1s.append(warp.channels_last(out["h1"]))
             h2s.append(out["h2"])
         h2_nchw = np.ascontiguousarray(np.concatenate(h2s))
-        return References(np.concatenate(h1s), warp.channels_last(h2_nchw), h2_nchw, warp.channels_last(images))
+        return References(np.concatenate(h1s), warp.channels_last(h2_nchw), h2_nchw, warp.channels_last(images),
+                          index)
 
     def render(self, references: References, face: np.ndarray, target_sketches: np.ndarray,
                mel: np.ndarray) -> RenderResult:
@@ -116,7 +126,7 @@ class Renderer:
         head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
         t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
-                                               references.images)
+                                               references.images, references.index)
         t3 = time.perf_counter()
         out = self.translation.run({
             "face": np.ascontiguousarray(np.asarray(face, np.float32)[None]),

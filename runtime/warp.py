@@ -53,14 +53,18 @@ def _accumulate(acc, src, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, weight):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def warp_fuse(flow, weight, h1, h2, ref, out_h1, out_h2, out_ref):
+def warp_fuse(flow, weight, h1, h2, ref, ref_index, out_h1, out_h2, out_ref):
     """Warp every reference by its flow and take the weighted mean over references.
 
-    flow (N, 2, H, W) in pixels, weight (N, 1, H, W); h1 (N, H, W, C1), h2 (N, H/2, W/2, C2)
-    and ref (N, H, W, 3) channels-last. Writes out_h1 (C1, H, W), out_h2 (C2, H/2, W/2),
-    out_ref (3, H, W). H and W must be even (128 in IP_LAP).
+    flow (U, 2, H, W) in pixels, weight (U, 1, H, W); h1 (U, H, W, C1), h2 (U, H/2, W/2, C2)
+    and ref (U, H, W, 3) channels-last, for U distinct references; ``ref_index`` (N,) says
+    which distinct reference is the n-th of the N, so a repeated reference (a photo gives
+    N copies of one frame) is computed once but summed N times, in the original's order.
+    Writes out_h1 (C1, H, W), out_h2 (C2, H/2, W/2), out_ref (3, H, W). H and W must be
+    even (128 in IP_LAP).
     """
-    n_ref, _, height, width = flow.shape
+    n_ref = ref_index.shape[0]
+    height, width = flow.shape[2], flow.shape[3]
     c1, c2, c3 = h1.shape[3], h2.shape[3], ref.shape[3]
     half_h, half_w = height // 2, width // 2
     one, two, half = np.float32(1.0), np.float32(2.0), np.float32(0.5)
@@ -77,7 +81,8 @@ def warp_fuse(flow, weight, h1, h2, ref, out_h1, out_h2, out_ref):
             acc3[:] = 0
             acc2[:] = 0
             den[:] = 0
-            for n in range(n_ref):
+            for k in range(n_ref):
+                n = ref_index[k]
                 for dy in range(2):
                     y = 2 * band + dy
                     base_y = two * (np.float32(y) / sy) - one
@@ -123,9 +128,15 @@ def channels_last(x: np.ndarray) -> np.ndarray:
 
 
 def warp_and_fuse(flow: np.ndarray, weight: np.ndarray, h1_nhwc: np.ndarray, h2_nhwc: np.ndarray,
-                  ref_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused h1 (1, C1, H, W), h2 (1, C2, H/2, W/2) and reference (1, 3, H, W) for one frame."""
+                  ref_nhwc: np.ndarray, ref_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused h1 (1, C1, H, W), h2 (1, C2, H/2, W/2) and reference (1, 3, H, W) for one frame.
+
+    ``ref_index`` (N,) maps the N references to rows of the other arrays (default: all rows).
+    """
     n, _, height, width = flow.shape
+    ref_index = np.arange(n, dtype=np.int64) if ref_index is None else np.asarray(ref_index, np.int64)
+    if ref_index.size == 0 or ref_index.min() < 0 or ref_index.max() >= n:
+        raise ValueError(f"ref_index must index the {n} references")
     if height % 2 or width % 2:
         raise ValueError(f"the flow must have an even size, got {height}x{width}")
     for name, arr, size in (("h1", h1_nhwc, (height, width)), ("h2", h2_nhwc, (height // 2, width // 2)),
@@ -136,7 +147,7 @@ def warp_and_fuse(flow: np.ndarray, weight: np.ndarray, h1_nhwc: np.ndarray, h2_
     out_h2 = np.empty((1, h2_nhwc.shape[3], height // 2, width // 2), np.float32)
     out_ref = np.empty((1, ref_nhwc.shape[3], height, width), np.float32)
     warp_fuse(np.ascontiguousarray(flow, np.float32), np.ascontiguousarray(weight, np.float32), h1_nhwc, h2_nhwc,
-              ref_nhwc, out_h1[0], out_h2[0], out_ref[0])
+              ref_nhwc, ref_index, out_h1[0], out_h2[0], out_ref[0])
     return out_h1, out_h2, out_ref
 
 

@@ -96,3 +96,18 @@ def test_openvino_cache_dir_is_used(bundle, tmp_path):
 def test_backend_config_validates(kwargs, message):
     with pytest.raises(BackendError, match=message):
         BackendConfig(**kwargs)
+
+
+def test_distinct_references_equal_repeated_ones(bundle):
+    """A reference repeated by index renders as the same reference given N times."""
+    from iplap.runtime.renderer import Renderer
+
+    g = golden("renderer")
+    renderer = Renderer(bundle, BackendConfig(backend="onnxruntime", threads=2))
+    images, sketches = g["ref_N_frame_img"][0], g["ref_N_frame_sketch"][0]
+    index = np.array([0, 2, 2, 0, 2])
+    compact = renderer.encode_references(images[[0, 2]], sketches[[0, 2]], index=np.array([0, 1, 1, 0, 1]))
+    full = renderer.encode_references(images[index], sketches[index])
+    args = (g["face_frame_img"][0, 0], g["target_sketches"][0], g["audio_mels"][0, 0, 0])
+    assert compact.distinct == 2 and compact.count == 5
+    assert np.abs(renderer.render(compact, *args).face - renderer.render(full, *args).face).max() < 1e-5

@@ -61,3 +61,21 @@ def test_shape_checks():
     flow, weight, h1, h2, ref = _inputs(2)
     with pytest.raises(ValueError, match="h2"):
         warp.warp_and_fuse(flow, weight, warp.channels_last(h1), warp.channels_last(h1), warp.channels_last(ref))
+
+
+def test_repeated_references_by_index_equal_explicit_copies():
+    """A photo's N identical references: computing one and indexing it N times is exact."""
+    flow, weight, h1, h2, ref = _inputs(2)
+    index = np.array([1, 0, 0, 1, 0])
+    by_index = warp.warp_and_fuse(flow, weight, warp.channels_last(h1), warp.channels_last(h2),
+                                  warp.channels_last(ref), index)
+    copies = _kernel(flow[index], weight[index], h1[index], h2[index], ref[index])
+    for a, b in zip(by_index, copies):
+        assert np.array_equal(a, b)
+
+
+def test_bad_index_is_refused():
+    flow, weight, h1, h2, ref = _inputs(2)
+    with pytest.raises(ValueError, match="ref_index"):
+        warp.warp_and_fuse(flow, weight, warp.channels_last(h1), warp.channels_last(h2), warp.channels_last(ref),
+                           np.array([0, 2]))
