@@ -179,5 +179,28 @@ def _cmd_prepare(args) -> int:
     return EXIT_OK
 
 
+@_command
+def _register_demo(sub) -> None:
+    p = sub.add_parser("demo", help="render the sample photo speaking the sample speech (stand-in weights)",
+                       description="Write the stand-in checkpoints, export a bundle into the cache folder (once), "
+                                   "and render the sample photo with the sample speech. Needs the export extra. "
+                                   "Stand-in weights are random: the face region is noise, the pipeline is real.")
+    p.add_argument("--out", type=_path, default=Path("demo.mp4"), help="output mp4 (default demo.mp4)")
+    p.add_argument("--cache-dir", type=_path, help="where the stand-in bundle is kept (default ~/.cache/iplap)")
+    p.add_argument("--checkpoint-dir", type=_path, help="use these (official) checkpoints instead of stand-ins")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir, backend=args.backend,
+             threads=args.threads, progress=not args.quiet)
+    return EXIT_OK
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

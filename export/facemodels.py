@@ -16,10 +16,16 @@ runtime needs the same numbers without mediapipe or TensorFlow, so this module:
    * ``TransformTensorBilinear`` (v2): the sampling grid from that matrix, ``GridSample``
      (bilinear, zeros, ``align_corners=1`` so grid units are pixel centres), multiplied by
      the op's "whole sample is zero when the point falls outside the map" mask;
-   * ``TransformLandmarks`` (v2): a 2x2 MatMul plus translation;
+   * ``TransformLandmarks`` (v2): a 2x2 MatMul plus translation.
 
-4. checks the ONNX graph: the detector against OpenVINO running the ``.tflite`` itself, the
-   mesh through the whole runtime pipeline against mediapipe's own landmarks (goldens);
+   ``PRELU`` becomes ``relu(x) + alpha * min(x, 0)`` (bit-identical, and twice as fast in
+   onnxruntime); fp16 weights are widened to fp32 (exactly) and sparse ones densified;
+
+4. checks the ONNX graphs: each detector against OpenVINO running the ``.tflite`` itself
+   (OpenVINO reads the detectors but not the mesh, for its custom ops); the mesh through
+   the whole runtime pipeline (both backends) against landmarks mediapipe 0.10.21 gave on
+   the sample photo (a few points stored below; ``tests/test_face.py`` checks all 478 on
+   every golden image);
 5. writes ``NAME.onnx`` and ``openvino/NAME.xml`` (fp32, ``compress_to_fp16=False``), each
    with its provenance (wheel version, tflite sha256) in the metadata.
 
@@ -146,8 +152,17 @@ class _Op:
     raw: object  # the tflite.Operator, for its options
 
 
+def _tflite():
+    try:
+        import tflite
+    except ImportError:
+        raise FaceModelExportError("reading MediaPipe's .tflite files needs the 'tflite' package: "
+                                   "pip install 'iplap[export]' (or pip install tflite)") from None
+    return tflite
+
+
 def _read_tflite(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int], list[int]]:
-    import tflite
+    tflite = _tflite()
 
     model = tflite.Model.GetRootAsModel(data, 0)
     if model.SubgraphsLength() != 1:
@@ -181,7 +196,7 @@ def _read_tflite(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int], list
 
 def _densify(values: np.ndarray, sparsity, shape: tuple[int, ...]) -> np.ndarray:
     """A sparse TFLite constant (dense dims, then CSR dims, no blocks) -> the dense array."""
-    import tflite
+    tflite = _tflite()
 
     order = list(sparsity.TraversalOrderAsNumpy())
     if order != list(range(len(shape))) or sparsity.BlockMapLength():
@@ -220,10 +235,8 @@ def _densify(values: np.ndarray, sparsity, shape: tuple[int, ...]) -> np.ndarray
 
 
 def _options(op: _Op, cls_name: str):
-    import tflite
-
     table = op.raw.BuiltinOptions()
-    options = getattr(tflite, cls_name)()
+    options = getattr(_tflite(), cls_name)()
     options.Init(table.Bytes, table.Pos)
     return options
 
@@ -296,7 +309,9 @@ class _Converter:
 
     def to_nhwc(self, index: int) -> str:
         name = self.value(index)
-        return self.node("Transpose", [name], "nhwc", perm=[0, 2, 3, 1]) if len(self.tensors[index].shape) == 4 else name
+        if len(self.tensors[index].shape) != 4:
+            return name
+        return self.node("Transpose", [name], "nhwc", perm=[0, 2, 3, 1])
 
     def from_nhwc(self, name: str, rank: int) -> str:
         return self.node("Transpose", [name], "nchw", perm=[0, 3, 1, 2]) if rank == 4 else name
@@ -355,8 +370,19 @@ class _Converter:
         return self._conv(op, kernel.transpose(3, 0, 1, 2), channels, _options(op, "DepthwiseConv2DOptions"))
 
     def _binary(self, op: _Op, onnx_op: str, options_cls: str | None):
-        a, b = (self.value(i) for i in op.inputs)
-        out = self.node(onnx_op, [a, b], onnx_op.lower())
+        ranks = [len(self.tensors[i].shape) for i in op.inputs]
+        operands = []
+        for index, other in zip(op.inputs, reversed(ranks), strict=True):
+            value = self.tensors[index].value
+            if other == 4 and len(self.tensors[index].shape) < 4:
+                if value is None:
+                    raise FaceModelExportError(f"{op.kind}: broadcasting an activation against a 4-D one")
+                # NHWC broadcasting aligns trailing axes (channels last): pad to rank 4, then to NCHW
+                value = value.astype(np.float32).reshape((1,) * (4 - value.ndim) + value.shape)
+                operands.append(self.const(value.transpose(0, 3, 1, 2), "w"))
+            else:
+                operands.append(self.value(index))
+        out = self.node(onnx_op, operands, onnx_op.lower())
         return self.fused(out, _options(op, options_cls).FusedActivationFunction()) if options_cls else out
 
     def op_ADD(self, op: _Op):
@@ -369,10 +395,16 @@ class _Converter:
         return self.node("Relu", [self.value(op.inputs[0])], "relu")
 
     def op_PRELU(self, op: _Op):
+        # relu(x) + alpha * min(x, 0): bit-identical to PRelu (one of the two terms is an exact
+        # zero), and twice as fast in onnxruntime, whose PRelu kernel leaves the NCHWc layout
+        # its convolutions use (a reorder before and after each of the 73 PRelus).
         alpha = self.constant_of(op.inputs[1]).astype(np.float32)
         if len(self.tensors[op.inputs[0]].shape) == 4:
             alpha = alpha.reshape(-1)[:, None, None] if alpha.size > 1 else alpha.reshape(1, 1, 1)
-        return self.node("PRelu", [self.value(op.inputs[0]), self.const(alpha, "alpha")], "prelu")
+        x = self.value(op.inputs[0])
+        negative = self.node("Min", [x, self.const(np.float32(0.0), "zero")], "prelu_neg")
+        scaled = self.node("Mul", [negative, self.const(alpha, "alpha")], "prelu_scaled")
+        return self.node("Add", [self.node("Relu", [x], "prelu_pos"), scaled], "prelu")
 
     def op_PAD(self, op: _Op):
         pads = self.constant_of(op.inputs[1]).astype(np.int64)  # rank x (before, after)
@@ -632,3 +664,135 @@ def tflite_to_onnx(data: bytes, graph_name: str, metadata: dict[str, str] | None
         entry.key, entry.value = key, str(value)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+#: MediaPipe 0.10.21 FaceMesh (static, refine_landmarks=True) on samples/astronaut.png: a few
+#: landmarks (index: x, y normalised) to check the converted mesh against.
+SAMPLE_LANDMARKS = {
+    1: (0.43642187, 0.25393739), 33: (0.38127568, 0.19711463), 263: (0.49952674, 0.20367774),
+    61: (0.39415824, 0.27190676), 291: (0.47849900, 0.27536461), 152: (0.43216010, 0.34657174),
+    10: (0.44191417, 0.14001351), 468: (0.39741832, 0.19746043), 473: (0.48161137, 0.20208928)}
+#: Largest allowed distance to MediaPipe's landmarks, in pixels of the 512 x 512 sample.
+SAMPLE_TOLERANCE_PX = 0.25
+#: Converted detector vs OpenVINO running the .tflite: |a - b| <= ATOL + RTOL * |b|.
+ATOL, RTOL = 1e-3, 1e-4
+
+
+def _sample_image() -> np.ndarray:
+    import cv2
+
+    from ..samples import FACE_IMAGE
+
+    image = cv2.imread(str(FACE_IMAGE), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FaceModelExportError(f"cannot read the sample photo {FACE_IMAGE}")
+    return image
+
+
+def _check_detector(data: bytes, onnx_path: Path, spec_name: str) -> float:
+    """Largest difference between the ONNX graph (onnxruntime) and OpenVINO running the .tflite."""
+    import tempfile
+
+    import openvino as ov
+
+    from ..runtime.backends import BackendConfig, load_model
+    from ..runtime.face.detector import FULL_RANGE, SHORT_RANGE, FaceDetector
+
+    spec = SHORT_RANGE if spec_name == SHORT_RANGE.name else FULL_RANGE
+    with tempfile.TemporaryDirectory() as tmp:
+        tflite_path = Path(tmp) / f"{spec_name}.tflite"
+        tflite_path.write_bytes(data)
+        reference = ov.Core().compile_model(str(tflite_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ours = FaceDetector(load_model(onnx_path, BackendConfig("onnxruntime")), spec)
+    sample = _sample_image()
+    worst = 0.0
+    for image in (sample, sample[:, ::-1].copy(), np.full((300, 400, 3), 90, np.uint8)):
+        tensor, _ = ours.input_tensor(image)
+        got = ours.model.run({ours.input_name: tensor})
+        want = reference(tensor)
+        for port in reference.outputs:
+            name = next(n for n in port.get_names() if n in got)
+            a, b = got[name], want[port]
+            bad = np.abs(a - b) > ATOL + RTOL * np.abs(b)
+            if bad.any():
+                raise FaceModelExportError(f"{spec_name}: output {name} differs from the .tflite by "
+                                           f"{np.abs(a - b).max():.3g}")
+            worst = max(worst, float(np.abs(a - b).max()))
+    return worst
+
+
+def _check_mesh(files: dict[str, Path], backend: str) -> float:
+    """Largest distance (pixels) of the whole pipeline's landmarks on the sample photo to MediaPipe's."""
+    from ..runtime.backends import BackendConfig
+    from ..runtime.face.tracker import FaceTracker
+
+    ext = ".onnx" if backend == "onnxruntime" else ".xml"
+    prefix = "" if backend == "onnxruntime" else "openvino/"
+    tracker = FaceTracker(files[f"{prefix}{DETECTOR.name}{ext}"], files[f"{prefix}{MESH.name}{ext}"],
+                          BackendConfig(backend))
+    image = _sample_image()
+    found = tracker.process(image)
+    if found is None:
+        raise FaceModelExportError(f"the converted face models ({backend}) find no face in the sample photo")
+    height, width = image.shape[:2]
+    index = list(SAMPLE_LANDMARKS)
+    want = np.array([SAMPLE_LANDMARKS[i] for i in index]) * [width, height]
+    error = float(np.linalg.norm(found.points[index, :2] * [width, height] - want, axis=1).max())
+    if error > SAMPLE_TOLERANCE_PX:
+        raise FaceModelExportError(f"converted face mesh ({backend}) is {error:.3f} px from MediaPipe's landmarks "
+                                   f"on the sample photo (allowed {SAMPLE_TOLERANCE_PX})")
+    return error
+
+
+def _write_openvino(onnx_path: Path, xml_path: Path, metadata: dict[str, str]) -> list[Path]:
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    for key, value in metadata.items():
+        model.set_rt_info(str(value), ["iplap", key])
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    # compress_to_fp16 defaults to True: these graphs must keep their fp32 weights.
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return [xml_path, xml_path.with_suffix(".bin")]
+
+
+def export_face_models(out_dir: Path, wheel: Path | None = None, *, check: bool = True,
+                       openvino_ir: bool = True) -> dict[str, Path]:
+    """Extract, convert, check and write MediaPipe's face models.
+
+    Writes ``NAME.onnx`` for the short-range detector, the attention mesh and the
+    full-range detector, and (``openvino_ir``) ``openvino/NAME.xml`` + ``.bin``.
+    Returns ``{path relative to out_dir: path}`` of every file written.
+    """
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = locate_wheel(wheel)
+    log.info("face models from %s", wheel.name)
+    written: dict[str, Path] = {}
+    for source in SOURCES:
+        start = time.perf_counter()
+        data = read_model(wheel, source)
+        metadata = {"producer": f"iplap {__version__}", "source": f"mediapipe {MEDIAPIPE_VERSION} {source.member}",
+                    "source_sha256": source.sha256, "precision": "fp32", "opset": str(OPSET),
+                    "converter": "iplap.export.facemodels (TFLite -> ONNX, MediaPipe custom ops as standard ops)"}
+        model = tflite_to_onnx(data, source.name, metadata)
+        onnx_path = out_dir / f"{source.name}.onnx"
+        onnx.save(model, str(onnx_path))
+        written[onnx_path.name] = onnx_path
+        if check and source is not MESH:
+            worst = _check_detector(data, onnx_path, source.name)
+            log.info("%s matches the .tflite run by OpenVINO (max abs diff %.2g)", source.name, worst)
+        if openvino_ir:
+            for path in _write_openvino(onnx_path, out_dir / "openvino" / f"{source.name}.xml", metadata):
+                written[str(path.relative_to(out_dir))] = path
+        log.info("wrote %s (%.1f MB) in %.1f s", onnx_path.name, onnx_path.stat().st_size / 1e6,
+                 time.perf_counter() - start)
+    if check:
+        for backend in ("onnxruntime", "openvino") if openvino_ir else ("onnxruntime",):
+            error = _check_mesh(written, backend)
+            log.info("face pipeline (%s) is within %.3f px of MediaPipe on the sample photo", backend, error)
+    return written

@@ -105,7 +105,7 @@ def check_graph(graph: ExportableGraph, onnx_path: Path, xml_path: Path,
     spec = graph.spec
     errors = {}
     for backend, path in (("onnxruntime", onnx_path), ("openvino", xml_path)):
-        model = load_model(path, BackendConfig(backend=backend, precision="f32"))
+        model = load_model(path, BackendConfig(backend=backend, precision="f32"), spec.output_names)
         worst = 0.0
         for i, case in enumerate(cases):
             outputs = model.run({n: t.numpy() for n, t in zip(spec.input_names, case)})

@@ -156,7 +156,7 @@ class Avatar:
         with archive:
             try:
                 meta = json.loads(archive.read("avatar.json"))
-            except (KeyError, json.JSONDecodeError, UnicodeDecodeError):
+            except (KeyError, json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError):
                 raise AvatarError(f"{path} is not an iplap avatar file (make one with `iplap prepare`)") from None
             if meta.get("format") != AVATAR_FORMAT:
                 raise AvatarError(f"{path} is not an iplap avatar file (make one with `iplap prepare`)")
@@ -172,6 +172,8 @@ class Avatar:
                     data = archive.read(name)
                 except KeyError:
                     raise AvatarError(f"{path} is damaged: {name} is missing") from None
+                except (zipfile.BadZipFile, OSError, EOFError):
+                    raise AvatarError(f"{path} is damaged: {name} cannot be read") from None
                 if hashlib.sha256(data).hexdigest() != expected:
                     raise AvatarError(f"{path} is damaged: {name} does not match its checksum")
                 if name.startswith("arrays/"):

@@ -85,10 +85,13 @@ class OnnxRuntimeModel:
 class OpenVINOModel:
     """A compiled OpenVINO model; one infer request per thread that uses it."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, output_names: list[str] | None = None):
         self.compiled = compiled
         self.input_names = [p.get_any_name() for p in compiled.inputs]
-        self.output_names = [p.get_any_name() for p in compiled.outputs]
+        # A port can carry several tensor names (OpenVINO fuses producers into outputs);
+        # name each output as the model file declares it when the caller knows those names.
+        self.output_names = [_port_name(p, output_names) for p in compiled.outputs]
+        self._ports = dict(zip(self.output_names, compiled.outputs))
         self._local = threading.local()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,15 +100,27 @@ class OpenVINOModel:
             request = self._local.request = self.compiled.create_infer_request()
         request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
         # Copy: the request reuses its output buffers on the next call.
-        return {name: np.array(request.get_tensor(name).data) for name in self.output_names}
+        return {name: np.array(request.get_tensor(port).data) for name, port in self._ports.items()}
 
 
-def load_model(path: str | Path, config: BackendConfig) -> InferenceModel:
-    """Load one graph file with the configured backend."""
+def _port_name(port, preferred: list[str] | None) -> str:
+    names = port.get_names()
+    for name in preferred or ():
+        if name in names:
+            return name
+    return port.get_any_name()
+
+
+def load_model(path: str | Path, config: BackendConfig, output_names: list[str] | None = None) -> InferenceModel:
+    """Load one graph file with the configured backend.
+
+    ``output_names``: the graph's declared outputs, when known. OpenVINO may give an
+    output port several tensor names; these pick the right one.
+    """
     path = Path(path)
     if config.backend == "onnxruntime":
         return _load_onnxruntime(path, config)
-    return _load_openvino(path, config)
+    return _load_openvino(path, config, output_names)
 
 
 def _load_onnxruntime(path: Path, config: BackendConfig) -> OnnxRuntimeModel:
@@ -119,6 +134,9 @@ def _load_onnxruntime(path: Path, config: BackendConfig) -> OnnxRuntimeModel:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    # Idle worker threads otherwise spin after each call and steal the cores from the
+    # next session; the pipeline alternates between several graphs every frame.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
@@ -170,7 +188,7 @@ def openvino_properties(config: BackendConfig) -> dict[str, object]:
     return props
 
 
-def _load_openvino(path: Path, config: BackendConfig) -> OpenVINOModel:
+def _load_openvino(path: Path, config: BackendConfig, output_names: list[str] | None = None) -> OpenVINOModel:
     core = openvino_core()
     check_openvino_device(config.device)
     props = openvino_properties(config)
@@ -178,7 +196,7 @@ def _load_openvino(path: Path, config: BackendConfig) -> OpenVINOModel:
         compiled = core.compile_model(str(path), config.device, props)
     except RuntimeError as exc:
         raise BackendError(f"OpenVINO cannot compile {path.name} for {config.device}: {_first_line(exc)}") from None
-    return OpenVINOModel(compiled)
+    return OpenVINOModel(compiled, output_names)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ frames as soon as their mel window is complete, from audio that arrives in chunk
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
@@ -263,7 +264,9 @@ class Pipeline:
                 raise IplapError(f"{self.bundle.root} has no face models; export it again without --no-face-models")
             config = FaceTrackerConfig(mode=self.config.face_mode,
                                        smoothing=OneEuroConfig() if self.config.smoothing else None)
-            self._tracker = FaceTracker.from_folder(self.bundle.root / "face", self.config.backend, config)
+            # The face models are small: one thread is fastest, and leaves the rest free.
+            backend = dataclasses.replace(self.config.backend, threads=1)
+            self._tracker = FaceTracker.from_folder(self.bundle.root / "face", backend, config)
         return self._tracker
 
     def prepare(self, face: str | Path, progress: bool = False) -> Avatar:

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
-    model = load_model(bundle.graph_file(name, config.backend), config)
     expected = GRAPH_BY_NAME[name]
+    model = load_model(bundle.graph_file(name, config.backend), config, expected.output_names)
     if set(model.input_names) != set(expected.input_names) or set(model.output_names) != set(expected.output_names):
         raise BundleError(f"{bundle.root}: graph {name!r} has inputs {model.input_names} and outputs "
                           f"{model.output_names}, not those this iplap expects")

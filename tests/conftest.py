@@ -31,12 +31,13 @@ def standin_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def bundle_dir(standin_checkpoints, tmp_path_factory) -> Path:
-    """An fp32 bundle exported once per session from the stand-in checkpoints (about a minute)."""
+    """An fp32 bundle with face models, exported once per session from the stand-in
+    checkpoints (about a minute). The face models come from the mediapipe wheel, which is
+    downloaded once into ~/.cache/iplap (or taken from IPLAP_MEDIAPIPE_WHEEL)."""
     from iplap.export.bundle_writer import ExportConfig, export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "fp32"
-    config = ExportConfig(standin_checkpoints["landmark_generator"], standin_checkpoints["renderer"], out,
-                          face_models=False)
+    config = ExportConfig(standin_checkpoints["landmark_generator"], standin_checkpoints["renderer"], out)
     return export_bundle(config).root
 
 

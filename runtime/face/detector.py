@@ -13,7 +13,6 @@ Steps (each a function below, so each can be tested alone):
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from ...errors import BundleError, MediaError
 from ..backends import BackendConfig, InferenceModel, load_model
 from .anchors import AnchorSpec, ssd_anchors
 from .geometry import crop_to_tensor, pad_to_aspect, subrect_to_image
-
-log = logging.getLogger(__name__)
 
 #: Order of a detection's keypoints (MediaPipe's FaceKeyPoint).
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
@@ -49,7 +46,7 @@ FULL_RANGE = DetectorSpec("face_detection_full_range_sparse", 192,
                           AnchorSpec(192, (4,), interpolated_scale_aspect_ratio=0.0), 0.6)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields, not objects
 class Detection:
     """One face: a box and six keypoints, normalised to the image, and the detector's score."""
 
@@ -95,11 +92,12 @@ def tensor_rgb(crop: np.ndarray) -> np.ndarray:
 def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, spec: DetectorSpec,
            min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model outputs -> (scores (K,), boxes (K, 4) xmin ymin xmax ymax, keypoints (K, 6, 2)), tensor-normalised."""
-    raw = raw_boxes.reshape(-1, raw_boxes.shape[-1]).astype(np.float32)
     logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -spec.score_clip, spec.score_clip)
     scores = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)  # float64: exp(100) overflows float32
+    candidates = np.flatnonzero(scores >= min_score)
+    raw = raw_boxes.reshape(-1, raw_boxes.shape[-1])[candidates].astype(np.float32)
     scale = np.float32(spec.tensor_size)
-    ax, ay, aw, ah = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+    ax, ay, aw, ah = (anchors[candidates, k] for k in range(4))
     xc = raw[:, 0] / scale * aw + ax
     yc = raw[:, 1] / scale * ah + ay
     w = raw[:, 2] / scale * aw
@@ -108,9 +106,8 @@ def decode(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, s
     kp = raw[:, 4:4 + 2 * spec.num_keypoints].reshape(-1, spec.num_keypoints, 2)
     keypoints = np.stack([kp[..., 0] / scale * aw[:, None] + ax[:, None],
                           kp[..., 1] / scale * ah[:, None] + ay[:, None]], axis=-1)
-    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    keep = (scores >= min_score) & (bw >= 0) & (bh >= 0)  # NaN sizes fail the comparisons too
-    return scores[keep], boxes[keep], keypoints[keep]
+    keep = (boxes[:, 2] - boxes[:, 0] >= 0) & (boxes[:, 3] - boxes[:, 1] >= 0)  # NaN sizes fail these too
+    return scores[candidates][keep], boxes[keep], keypoints[keep]
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -159,10 +156,9 @@ class FaceDetector:
     as MediaPipe's detection-by-ROI graphs do; results are still normalised to the image.
     """
 
-    def __init__(self, model: InferenceModel, spec: DetectorSpec = SHORT_RANGE, min_score: float | None = None):
+    def __init__(self, model: InferenceModel, spec: DetectorSpec = SHORT_RANGE):
         self.model = model
         self.spec = spec
-        self.min_score = spec.min_score if min_score is None else float(min_score)
         self.anchors = ssd_anchors(spec.anchors)
         if len(model.input_names) != 1 or len(model.output_names) != 2:
             raise BundleError(f"{spec.name}: expected 1 input and 2 outputs, got {model.input_names} -> "
@@ -170,9 +166,8 @@ class FaceDetector:
         self.input_name = model.input_names[0]
 
     @classmethod
-    def load(cls, path: str | Path, backend: BackendConfig, spec: DetectorSpec = SHORT_RANGE,
-             min_score: float | None = None) -> FaceDetector:
-        return cls(load_model(path, backend), spec, min_score)
+    def load(cls, path: str | Path, backend: BackendConfig, spec: DetectorSpec = SHORT_RANGE) -> FaceDetector:
+        return cls(load_model(path, backend), spec)
 
     def input_tensor(self, image: np.ndarray,
                      region: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, tuple]:
@@ -186,13 +181,16 @@ class FaceDetector:
         tensor = crop.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
         return tensor[None], box
 
-    def detect(self, image: np.ndarray, region: tuple[float, float, float, float] | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, region: tuple[float, float, float, float] | None = None,
+               min_score: float | None = None) -> list[Detection]:
+        """Faces in ``image`` (uint8 BGR, BGRA or gray), best first; ``min_score`` overrides the spec's."""
         image = as_bgr(image)
         height, width = image.shape[:2]
         tensor, box = self.input_tensor(image, region)
         outputs = self.model.run({self.input_name: tensor})
         raw_boxes, raw_scores = sorted(outputs.values(), key=lambda a: -a.shape[-1])
-        scores, boxes, keypoints = decode(raw_boxes, raw_scores, self.anchors, self.spec, self.min_score)
+        threshold = self.spec.min_score if min_score is None else float(min_score)
+        scores, boxes, keypoints = decode(raw_boxes, raw_scores, self.anchors, self.spec, threshold)
         detections = []
         for score, corners, kps in weighted_nms(scores, boxes, keypoints, self.spec.nms_iou):
             # the box's four corners, projected, and their axis-aligned extent

@@ -98,10 +98,3 @@ def subrect_to_image(points: np.ndarray, box: tuple[float, float, float, float, 
     y = (points[:, 1] - 0.5) * h
     return np.stack([(c * x - s * y + cx) / image_width, (s * x + c * y + cy) / image_height], axis=1)
 
-
-def letterboxed_tensor(image: np.ndarray, tensor_size: int) -> tuple[np.ndarray, tuple[float, float, float, float, float]]:
-    """The whole image, letterboxed into a square tensor (zero border); also the padded pixel box used."""
-    height, width = image.shape[:2]
-    box, _ = pad_to_aspect(width / 2.0, height / 2.0, float(width), float(height), tensor_size, tensor_size)
-    padded = (*box, 0.0)
-    return crop_to_tensor(image, padded, tensor_size, tensor_size, "zero"), padded

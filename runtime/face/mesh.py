@@ -56,7 +56,7 @@ OUTPUTS = ("output_mesh_identity", "output_lips", "output_left_eye", "output_rig
            "output_right_iris", "conv_faceflag")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields, not objects
 class MeshResult:
     """The mesh model's answer for one ROI."""
 
@@ -85,17 +85,22 @@ def roi_from_landmarks(points: np.ndarray, image_width: int, image_height: int) 
     return scale_square_long(rect, image_width, image_height, ROI_SCALE)
 
 
+_REFINEMENTS = tuple((name, np.array(indices)) for name, indices in (
+    ("output_lips", LIPS_INDICES), ("output_left_eye", LEFT_EYE_INDICES), ("output_right_eye", RIGHT_EYE_INDICES),
+    ("output_left_iris", LEFT_IRIS_INDICES), ("output_right_iris", RIGHT_IRIS_INDICES)))
+_IRIS_Z = ((np.array(LEFT_IRIS_INDICES), np.array(LEFT_IRIS_Z_FROM)),
+           (np.array(RIGHT_IRIS_INDICES), np.array(RIGHT_IRIS_Z_FROM)))
+
+
 def refine(outputs: dict[str, np.ndarray]) -> np.ndarray:
     """The model's seven outputs -> (478, 3) points normalised to the crop (z divided by 192 as x)."""
     size = np.float32(TENSOR_SIZE)
     points = np.zeros((NUM_LANDMARKS, 3), np.float32)
     points[:468] = outputs["output_mesh_identity"].reshape(468, 3) / size
-    for name, indices in (("output_lips", LIPS_INDICES), ("output_left_eye", LEFT_EYE_INDICES),
-                          ("output_right_eye", RIGHT_EYE_INDICES), ("output_left_iris", LEFT_IRIS_INDICES),
-                          ("output_right_iris", RIGHT_IRIS_INDICES)):
-        points[list(indices), :2] = outputs[name].reshape(-1, 2) / size
-    points[list(LEFT_IRIS_INDICES), 2] = np.float32(points[list(LEFT_IRIS_Z_FROM), 2].astype(np.float64).mean())
-    points[list(RIGHT_IRIS_INDICES), 2] = np.float32(points[list(RIGHT_IRIS_Z_FROM), 2].astype(np.float64).mean())
+    for name, indices in _REFINEMENTS:
+        points[indices, :2] = outputs[name].reshape(-1, 2) / size
+    for iris, contour in _IRIS_Z:  # the mean is taken in double, as MediaPipe does
+        points[iris, 2] = np.float32(points[contour, 2].astype(np.float64).mean())
     return points
 
 

@@ -1,0 +1,186 @@
+"""Face tracking speed and stability: detection + attention mesh, static and tracking.
+
+Measured per backend (onnxruntime, OpenVINO CPU f32), with a fixed thread count:
+
+* ``static``: one photo (``samples/astronaut.png``), detection + mesh on every call;
+* ``track``: a 2 s synthetic clip made from the photo with small head motion (rotation
+  +-3 degrees, shifts of a few pixels, +-2 % zoom); the first frame detects, the others
+  take their ROI from the previous landmarks;
+* ``detect 4K``: the short-range detector on a 3840x2160 frame with a large face, and the
+  whole small-face search (short-range miss, full-range detector, three short-range
+  passes) on a 4K frame with a 420 px face;
+* tracking vs static: the difference between the two modes' landmarks on the clip;
+* smoothing: the same clip with sensor noise, tracked with and without the One-Euro
+  filter: mean frame-to-frame motion of the 131 used points, and how far that motion is
+  from the true motion (the affine transforms the clip was made with).
+
+Times are medians over repeats after a warm-up. Usage::
+
+    python -m iplap.benchmarks.bench_face [--models DIR] [--backend both] [--threads 2]
+        [--repeats 30] [--json out.json]
+
+Without ``--models`` the face models are exported into a temporary folder first (needs the
+export extra and the mediapipe wheel, see ``iplap.export.facemodels``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FPS = 25.0
+
+
+def head_motion_clip(image: np.ndarray, n_frames: int = 50, noise: float = 0.0, seed: int = 0,
+                     center: tuple[float, float] = (218.0, 150.0)) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames of ``image`` under small smooth head motion (+ Gaussian noise of ``noise`` grey levels).
+
+    Returns the frames and their (n, 2, 3) affine matrices (original pixel -> frame pixel).
+    """
+    rng = np.random.default_rng(seed)
+    height, width = image.shape[:2]
+    frames, matrices = [], []
+    for i in range(n_frames):
+        t = i / FPS
+        angle = 3.0 * math.sin(2 * math.pi * t / 2.0)
+        scale = 1.0 + 0.02 * math.sin(2 * math.pi * t / 1.3)
+        matrix = cv2.getRotationMatrix2D(center, angle, scale)
+        matrix[:, 2] += (4.0 * math.sin(2 * math.pi * t / 1.6), 2.0 * math.sin(2 * math.pi * t / 1.1))
+        frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if noise:
+            frame = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255).astype(np.uint8)
+        frames.append(frame)
+        matrices.append(matrix)
+    return frames, np.array(matrices)
+
+
+def place_photo(image: np.ndarray, frame_size: tuple[int, int], side: int) -> np.ndarray:
+    """The photo scaled to ``side`` pixels (at most the frame's height) and centred in a grey frame."""
+    width, height = frame_size
+    frame = np.full((height, width, 3), 90, np.uint8)
+    y, x = (height - side) // 2, (width - side) // 2
+    frame[y:y + side, x:x + side] = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    return frame
+
+
+def _timed(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def _pixels(result, width: int, height: int, used: list[int]) -> np.ndarray:
+    return result.points[used, :2].astype(np.float64) * [width, height]
+
+
+def bench_backend(models: Path, backend_name: str, threads: int, repeats: int) -> dict:
+    from ..runtime.backends import BackendConfig
+    from ..runtime.face import FaceTracker, FaceTrackerConfig, OneEuroConfig
+    from ..runtime.landmarks import USED_INDICES
+    from ..samples import FACE_IMAGE
+
+    used = list(USED_INDICES)
+    backend = BackendConfig(backend_name, threads=threads)
+    static = FaceTracker.from_folder(models, backend, FaceTrackerConfig(mode="static"))
+    track = FaceTracker.from_models(static.detector, static.mesh, static.full_range, FaceTrackerConfig(mode="track"))
+    photo = cv2.imread(str(FACE_IMAGE))
+    height, width = photo.shape[:2]
+    out: dict = {"backend": backend_name, "threads": threads}
+
+    out["static_ms"] = _timed(lambda: static.process(photo), repeats)
+    out["detect_ms"] = _timed(lambda: static.detect(photo), repeats)
+
+    clip, _ = head_motion_clip(photo)
+    for _ in range(2):  # warm-up pass
+        list(track.process_video(clip))
+    per_frame = []
+    for _ in range(max(1, repeats // 10)):
+        track.reset()
+        for frame in clip:
+            start = time.perf_counter()
+            track.process(frame)
+            per_frame.append(time.perf_counter() - start)
+    out["track_ms"] = statistics.median(per_frame) * 1000.0
+
+    tracked = list(track.process_video(clip))
+    diffs = [np.linalg.norm(_pixels(a, width, height, used) - _pixels(static.process(f), width, height, used), axis=1)
+             for a, f in zip(tracked, clip, strict=True)]
+    out["track_vs_static_px"] = {"mean": float(np.mean(diffs)), "max": float(np.max(diffs))}
+
+    big_4k = place_photo(photo, (3840, 2160), 2160)
+    small_4k = place_photo(photo, (3840, 2160), 2150)  # a 420 px face, as in the small-face goldens
+    out["detect_4k_ms"] = _timed(lambda: static.detector.detect(big_4k), repeats)
+    out["detect_4k_small_face_ms"] = _timed(lambda: static.detect(small_4k), max(3, repeats // 3))
+    out["detect_4k_small_face_found"] = len(static.detect(small_4k))
+
+    noisy, matrices = head_motion_clip(photo, noise=3.0, seed=1)
+    base = _pixels(static.process(photo), width, height, used)
+    truth = np.stack([base @ m[:, :2].T + m[:, 2] for m in matrices])
+    smooth = FaceTracker.from_models(static.detector, static.mesh, static.full_range,
+                                     FaceTrackerConfig(mode="track", smoothing=OneEuroConfig()))
+    for label, tracker in (("raw", track), ("one_euro", smooth)):
+        points = np.stack([_pixels(r, width, height, used) for r in tracker.process_video(noisy)])
+        motion = np.linalg.norm(np.diff(points, axis=0), axis=2)
+        wrong_motion = np.linalg.norm(np.diff(points, axis=0) - np.diff(truth, axis=0), axis=2)
+        out[f"smoothing_{label}"] = {"frame_motion_px": float(motion.mean()),
+                                     "motion_error_px": float(wrong_motion.mean()),
+                                     "error_vs_truth_px": float(np.linalg.norm(points - truth, axis=2).mean())}
+    out["smoothing_true_frame_motion_px"] = float(np.linalg.norm(np.diff(truth, axis=0), axis=2).mean())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, help="folder written by iplap.export.facemodels.export_face_models")
+    parser.add_argument("--mediapipe-wheel", type=Path, help="wheel to export from when --models is not given")
+    parser.add_argument("--backend", choices=("onnxruntime", "openvino", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = args.models
+        if models is None:
+            from ..export.facemodels import export_face_models
+
+            print("exporting the face models ...", file=sys.stderr)
+            models = Path(tmp)
+            export_face_models(models, args.mediapipe_wheel, check=False)
+        backends = ("onnxruntime", "openvino") if args.backend == "both" else (args.backend,)
+        results = [bench_backend(models, name, args.threads, args.repeats) for name in backends]
+
+    for r in results:
+        print(f"{r['backend']} ({r['threads']} threads)")
+        print(f"  static  detection + mesh  {r['static_ms']:7.2f} ms/frame   (detection alone {r['detect_ms']:.2f} ms)")
+        print(f"  tracking mesh             {r['track_ms']:7.2f} ms/frame")
+        print(f"  detection, 4K frame       {r['detect_4k_ms']:7.2f} ms   small-face search on 4K "
+              f"{r['detect_4k_small_face_ms']:.2f} ms (found {r['detect_4k_small_face_found']})")
+        d = r["track_vs_static_px"]
+        print(f"  tracking vs static        mean {d['mean']:.3f} px, max {d['max']:.3f} px (131 points, 512 px photo)")
+        print(f"  smoothing (noise 3/255)   true motion {r['smoothing_true_frame_motion_px']:.3f} px/frame")
+        for label in ("raw", "one_euro"):
+            s = r[f"smoothing_{label}"]
+            print(f"    {label:9s} frame-to-frame {s['frame_motion_px']:.3f} px, off the true motion "
+                  f"{s['motion_error_px']:.3f} px, off the true position {s['error_vs_truth_px']:.3f} px")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,398 @@
+"""End to end: iplap run / prepare, streaming, the original procedure, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import light_copy
+from iplap.cli import main
+from iplap.runtime.audio import load_audio, mel_windows
+from iplap.runtime.avatar import Avatar, AvatarError
+from iplap.runtime.backends import BackendConfig
+from iplap.runtime.media import read_video_frames
+from iplap.runtime.pipeline import Pipeline, PipelineConfig, min_speech_seconds
+from iplap.samples import FACE_IMAGE, SPEECH_16K
+from iplap.samples.clip import head_motion_frames, write_clip
+from mediautil import sine, write_audio, write_video
+
+SHORT = 0.5  # seconds of speech: 41 mel frames -> 9 windows -> 7 renders -> 9 frames
+FRAMES_035 = len(mel_windows(1 + int(0.35 * 16000) // 200))  # frames of 0.35 s of speech
+REFS = 5  # fewer references keep the default test run short; N=25 is tested in the slow suite
+
+
+def _speech(tmp_path, seconds=SHORT, name="speech.wav"):
+    wav = load_audio(SPEECH_16K)[int(0.8 * 16000):int((0.8 + seconds) * 16000)]
+    soundfile.write(tmp_path / name, wav, 16000)
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def pipeline(bundle_dir):
+    return Pipeline(bundle_dir, PipelineConfig(backend=BackendConfig(threads=2), refs=REFS))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """One second of the sample photo with small head motion, at 256 px, lossless."""
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    return write_clip(path, head_motion_frames(1.0, size=256))
+
+
+def _run(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def _assert_clean_error(code, err, *words):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("iplap: error:")]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# -- the product --------------------------------------------------------------------------
+
+def test_run_photo_writes_mp4_with_audio(bundle_dir, tmp_path, capsys):
+    import av
+
+    out = tmp_path / "out.mp4"
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
+                      str(_speech(tmp_path)), "--out", str(out), "--refs", str(REFS), "--threads", "2"], capsys)
+    assert code == 0, err
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert (video.width, video.height) == (512, 512)
+        frames = sum(1 for _ in container.decode(video))
+    assert frames == len(mel_windows(1 + 8000 // 200)) == 9  # one frame per mel window
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_photo_renders_only_the_face_region(pipeline, tmp_path):
+    out = tmp_path / "out.mp4"
+    pipeline.render(FACE_IMAGE, _speech(tmp_path, 0.35), out, crf=0)
+    frames = read_video_frames(out)
+    photo = cv2.imread(str(FACE_IMAGE))
+    changed = np.abs(frames[0].astype(int) - photo).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert changed.any() and 60 < ys.min() and ys.max() < 240 and 140 < xs.min() and xs.max() < 340
+    assert frames[0].tobytes() == frames[1].tobytes() == frames[2].tobytes()  # the first frame, three times
+
+
+def test_streaming_does_not_depend_on_chunk_size(pipeline, clip):
+    avatar = pipeline.prepare(clip)
+    wav = load_audio(SPEECH_16K)[8000:8000 + int(0.45 * 16000)]
+
+    def frames(chunk):
+        return [f.image for f in pipeline.stream(avatar, (wav[i:i + chunk] for i in range(0, len(wav), chunk)))]
+
+    whole, small, odd = frames(len(wav)), frames(160), frames(1234)
+    assert len(whole) == len(small) == len(odd) > 3
+    for a, b, c in zip(whole, small, odd):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def test_stream_yields_frames_in_order_with_timestamps(pipeline):
+    avatar = pipeline.prepare(FACE_IMAGE)
+    wav = load_audio(SPEECH_16K)[:int(0.4 * 16000)]
+    frames = list(pipeline.stream(avatar, [wav]))
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert [f.rendered for f in frames[:4]] == [0, 0, 0, 1]
+    assert frames[3].time == pytest.approx(0.12)
+
+
+def test_avatar_round_trip_gives_the_same_video(pipeline, bundle_dir, clip, tmp_path, capsys):
+    speech = _speech(tmp_path, 0.4)
+    avatar_path = tmp_path / "clip.avatar"
+    code, err = _run(["prepare", "--bundle", str(bundle_dir), "--face", str(clip), "--out", str(avatar_path),
+                      "--refs", str(REFS), "--quiet"], capsys)
+    assert code == 0, err
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for args in (["--face", str(clip)], ["--avatar", str(avatar_path)]):
+        out = a if args[0] == "--face" else b
+        code, err = _run(["run", "--bundle", str(bundle_dir), *args, "--audio", str(speech), "--out", str(out),
+                          "--refs", str(REFS), "--crf", "0", "--quiet"], capsys)
+        assert code == 0, err
+    fa, fb = read_video_frames(a), read_video_frames(b)
+    assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+    loaded = Avatar.load(avatar_path)
+    assert loaded.references.count == REFS and loaded.n_frames == 25
+
+
+def test_avatar_from_another_bundle_is_stale(pipeline, tmp_path, bundle_dir):
+    avatar = pipeline.prepare(FACE_IMAGE)
+    avatar.bundle_id = "0" * 64
+    path = avatar.save(tmp_path / "old.avatar")
+    with pytest.raises(AvatarError, match="another model bundle"):
+        pipeline.load_avatar(path)
+
+
+def test_avatar_tampered_or_foreign(pipeline, tmp_path):
+    path = pipeline.prepare(FACE_IMAGE).save(tmp_path / "a.avatar")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "t.avatar").write_bytes(bytes(data))
+    with pytest.raises(AvatarError, match="damaged|not an iplap avatar"):
+        pipeline.load_avatar(tmp_path / "t.avatar")
+    (tmp_path / "f.avatar").write_bytes(b"hello")
+    with pytest.raises(AvatarError, match="not an iplap avatar"):
+        pipeline.load_avatar(tmp_path / "f.avatar")
+
+
+def test_audio_longer_than_video_ping_pongs(pipeline, tmp_path):
+    short_clip = write_clip(tmp_path / "c.mp4", head_motion_frames(0.12, size=256))  # 3 frames
+    avatar = pipeline.prepare(short_clip)
+    assert avatar.n_frames == 3
+    out = tmp_path / "o.mp4"
+    report = pipeline.render(avatar, _speech(tmp_path, 0.4), out, crf=0)
+    assert report.frames == 6  # the audio decides the length
+
+
+def test_other_frame_rates_are_converted(pipeline, tmp_path):
+    frames = head_motion_frames(0.6, fps=30, size=256)
+    path = write_video(tmp_path / "c30.mp4", frames, fps=30)
+    assert pipeline.prepare(path).n_frames == 15  # 18 frames at 30 fps = 0.6 s = 15 frames at 25 fps
+
+
+def test_timeline_matches_ffmpeg_fps_filter(tmp_path):
+    """Our 25 fps conversion picks the frames libavfilter's fps filter picks."""
+    import av
+
+    from iplap.runtime.media import VideoScan
+
+    frames = [np.full((32, 32, 3), i, np.uint8) for i in range(40)]
+    path = write_video(tmp_path / "v.mp4", frames, fps=30, codec="ffv1")
+    ours = [int(f[0, 0, 0]) for f in VideoScan(path)]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        graph = av.filter.Graph()
+        src = graph.add_buffer(template=stream)
+        fps = graph.add("fps", "25")
+        sink = graph.add("buffersink")
+        src.link_to(fps)
+        fps.link_to(sink)
+        graph.configure()
+        theirs = []
+        for frame in container.decode(stream):
+            graph.push(frame)
+            while True:
+                try:
+                    theirs.append(int(graph.pull().to_ndarray(format="bgr24")[0, 0, 0]))
+                except (av.BlockingIOError, av.EOFError):
+                    break
+        graph.push(None)
+        while True:
+            try:
+                theirs.append(int(graph.pull().to_ndarray(format="bgr24")[0, 0, 0]))
+            except (av.BlockingIOError, av.EOFError):
+                break
+    assert ours == theirs
+
+
+# -- fidelity -------------------------------------------------------------------------------
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _fidelity(bundle_dir, standin_checkpoints, tmp_path, refs, seconds):
+    torch = pytest.importorskip("torch")
+    from iplap.models import load_landmark_generator, load_renderer
+    from reference_pipeline import original_procedure
+
+    torch.set_num_threads(2)
+    clip_frames = head_motion_frames(1.0, size=256)
+    clip = write_clip(tmp_path / "clip.mp4", clip_frames)
+    speech = _speech(tmp_path, seconds)
+    pipe = Pipeline(bundle_dir, PipelineConfig(backend=BackendConfig(threads=2), refs=refs))
+    avatar = pipe.prepare(clip)
+    out = tmp_path / "ours.mp4"
+    pipe.render(avatar, speech, out, crf=0)
+    ours = read_video_frames(out)
+    theirs = original_procedure(clip_frames, list(avatar.track.landmarks), load_audio(speech),
+                                load_landmark_generator(standin_checkpoints["landmark_generator"]),
+                                load_renderer(standin_checkpoints["renderer"]), ref_n=refs)
+    assert len(ours) == len(theirs)
+    return min(_psnr(a, b) for a, b in zip(ours, theirs))
+
+
+def test_fidelity_against_the_original_procedure(bundle_dir, standin_checkpoints, tmp_path):
+    assert _fidelity(bundle_dir, standin_checkpoints, tmp_path, refs=REFS, seconds=0.4) >= 45.0
+
+
+@pytest.mark.slow
+def test_fidelity_against_the_original_procedure_n25(bundle_dir, standin_checkpoints, tmp_path):
+    assert _fidelity(bundle_dir, standin_checkpoints, tmp_path, refs=25, seconds=0.6) >= 45.0
+
+
+# -- bad input: one line, exit code 2, no output file ---------------------------------------------
+
+def _bad_run(bundle_dir, tmp_path, capsys, face=None, audio=None, extra=(), bundle=None):
+    out = tmp_path / "out.mp4"
+    args = ["run", "--bundle", str(bundle or bundle_dir), "--face", str(face or FACE_IMAGE), "--audio",
+            str(audio or _speech(tmp_path)), "--out", str(out), "--refs", str(REFS), "--quiet", *extra]
+    code, err = _run(args, capsys)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    return code, err
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not_media", "truncated"])
+def test_bad_audio(bundle_dir, tmp_path, capsys, kind):
+    audio = tmp_path / "speech.m4a"
+    if kind == "empty":
+        audio.write_bytes(b"")
+    elif kind == "not_media":
+        audio.write_bytes(b"this is a text file, not speech\n" * 50)
+    elif kind == "truncated":
+        full = write_audio(tmp_path / "full.m4a", sine(300, 1.0, 44100), 44100, "aac")
+        audio.write_bytes(full.read_bytes()[:300])
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, audio=audio)
+    _assert_clean_error(code, err, str(audio.name))
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not_media", "truncated"])
+def test_bad_face_video(bundle_dir, tmp_path, capsys, kind, clip):
+    face = tmp_path / "face.mp4"
+    if kind == "empty":
+        face.write_bytes(b"")
+    elif kind == "not_media":
+        face.write_bytes(os.urandom(5000))
+    elif kind == "truncated":
+        face.write_bytes(clip.read_bytes()[:2000])
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=face)
+    _assert_clean_error(code, err, "face")
+
+
+def test_bad_face_image(bundle_dir, tmp_path, capsys):
+    face = tmp_path / "face.png"
+    face.write_bytes(FACE_IMAGE.read_bytes()[:3000])
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=face)
+    _assert_clean_error(code, err, "face.png")
+
+
+def test_silence(bundle_dir, tmp_path, capsys):
+    soundfile.write(tmp_path / "silence.wav", np.zeros(16000, np.float32), 16000)
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, audio=tmp_path / "silence.wav")
+    _assert_clean_error(code, err, "silent")
+
+
+def test_audio_shorter_than_one_frame(bundle_dir, tmp_path, capsys):
+    soundfile.write(tmp_path / "short.wav", sine(300, min_speech_seconds() - 0.02, 16000), 16000)
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, audio=tmp_path / "short.wav")
+    _assert_clean_error(code, err, "too short")
+
+
+def test_no_face_in_the_image(bundle_dir, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "wall.png"), np.full((240, 320, 3), 128, np.uint8))
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=tmp_path / "wall.png")
+    _assert_clean_error(code, err, "no face", "wall.png")
+
+
+def _clip_with_gap(tmp_path, gap):
+    frames = head_motion_frames(0.6, size=256)
+    for k in gap:
+        frames[k] = np.full_like(frames[k], 128)
+    return write_clip(tmp_path / "gap.mp4", frames)
+
+
+def test_no_face_in_some_frames_names_them(bundle_dir, tmp_path, capsys):
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=_clip_with_gap(tmp_path, [5, 6, 7]))
+    _assert_clean_error(code, err, "no face in frames 5-7", "--fill-gaps 3")
+
+
+def test_fill_gaps_carries_the_track_over(bundle_dir, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(_clip_with_gap(tmp_path, [5, 6, 7])),
+                      "--audio", str(_speech(tmp_path, 0.35)), "--out", str(out), "--refs", str(REFS),
+                      "--fill-gaps", "3", "--quiet"], capsys)
+    assert code == 0, err and out.exists()
+
+
+def test_two_faces_takes_one_and_logs(pipeline, tmp_path, caplog):
+    photo = cv2.imread(str(FACE_IMAGE))
+    small = cv2.resize(photo, (256, 256))
+    wide = np.concatenate([small, cv2.flip(small, 1)], axis=1)
+    cv2.imwrite(str(tmp_path / "two.png"), wide)
+    with caplog.at_level("INFO"):
+        report = pipeline.render(tmp_path / "two.png", _speech(tmp_path, 0.35), tmp_path / "o.mp4")
+    assert report.frames == FRAMES_035
+    assert "2 faces found" in caplog.text
+
+
+def test_face_at_the_edge(pipeline, tmp_path):
+    """The face's crop box runs past the top-left corner and is clipped to the image."""
+    edge = cv2.imread(str(FACE_IMAGE))[80:, 165:]
+    cv2.imwrite(str(tmp_path / "edge.png"), edge)
+    avatar = pipeline.prepare(tmp_path / "edge.png")
+    y1, _, x1, _ = avatar.track.boxes[0]
+    assert y1 == 0 and x1 == 0
+    assert pipeline.render(avatar, _speech(tmp_path, 0.35), tmp_path / "o.mp4").frames == FRAMES_035
+
+
+def test_4k_and_grayscale(pipeline, tmp_path):
+    photo = cv2.imread(str(FACE_IMAGE))
+    big = cv2.resize(photo, (2160, 2160), interpolation=cv2.INTER_CUBIC)
+    canvas = np.full((2160, 3840, 3), 90, np.uint8)
+    canvas[:, 840:3000] = big
+    cv2.imwrite(str(tmp_path / "4k.jpg"), canvas)
+    cv2.imwrite(str(tmp_path / "gray.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    speech = _speech(tmp_path, 0.35)
+    assert pipeline.render(tmp_path / "4k.jpg", speech, tmp_path / "4k.mp4").frames == FRAMES_035
+    assert read_video_frames(tmp_path / "4k.mp4")[0].shape == (2160, 3840, 3)
+    assert pipeline.render(tmp_path / "gray.png", speech, tmp_path / "g.mp4").frames == FRAMES_035
+
+
+def test_missing_bundle(tmp_path, capsys):
+    code, err = _bad_run(None, tmp_path, capsys, bundle=tmp_path / "nope")
+    _assert_clean_error(code, err, "bundle not found")
+
+
+def test_tampered_bundle(bundle_dir, tmp_path, capsys):
+    copy = light_copy(bundle_dir, tmp_path / "b")
+    target = copy / "translation.onnx"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01
+    target.unlink()
+    target.write_bytes(bytes(data))
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, bundle=copy)
+    _assert_clean_error(code, err, "translation.onnx has changed")
+
+
+def test_mismatched_bundle(bundle_dir, tmp_path, capsys):
+    copy = light_copy(bundle_dir, tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copy / "manifest.json").unlink()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, bundle=copy)
+    _assert_clean_error(code, err, "version 99")
+
+
+def test_unwritable_output(bundle_dir, tmp_path, capsys):
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
+                      str(_speech(tmp_path)), "--out", str(tmp_path / "no" / "such" / "dir" / "o.mp4")], capsys)
+    _assert_clean_error(code, err, "does not exist")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
+                          str(_speech(tmp_path)), "--out", str(locked / "o.mp4")], capsys)
+        _assert_clean_error(code, err, "not writable")
+    finally:
+        locked.chmod(0o700)
+    shutil.rmtree(locked)
