@@ -202,5 +202,55 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+@_command
+def _register_bench(sub) -> None:
+    p = sub.add_parser("bench", help="accuracy against speed for each backend, precision, N and thread count",
+                       description="Measure every configuration on fixed inputs made from the shipped samples, "
+                                   "beside the original torch renderer when torch is installed. Writes "
+                                   "results.json, results.md and PNG plots (needs the bench extra).")
+    p.add_argument("--bundle", type=_path, action="append", required=True,
+                   help="a model bundle; repeat for several precisions (the fp32 one is the reference)")
+    p.add_argument("--out", type=_path, required=True, help="output folder")
+    p.add_argument("--backends", default="onnxruntime,openvino", help="comma-separated (default both)")
+    p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    p.add_argument("--refs", type=_int_list, default=(5, 10, 25), help="numbers of references (default 5,10,25)")
+    p.add_argument("--threads", type=_int_list, help="thread counts (default: all cores)")
+    p.add_argument("--frames", type=int, default=4, help="rendered frames timed per repeat (default 4)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
+    p.add_argument("--renderer-checkpoint", type=_path, help="checkpoint for the torch baseline (default stand-ins)")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: N=5, 2 frames, 1 repeat")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    import os
+
+    from .benchmarks.bench import BenchConfig, run_bench
+
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = [b for b in backends if b not in ("onnxruntime", "openvino")]
+    if unknown:
+        raise IplapError(f"unknown backend {unknown[0]!r}: choose onnxruntime and/or openvino")
+    options = dict(backends=backends, device=args.device, torch_baseline=not args.no_torch,
+                   renderer_checkpoint=args.renderer_checkpoint, threads=args.threads or (os.cpu_count() or 1,))
+    if args.quick:
+        config = BenchConfig.quick(args.bundle, args.out, **options)
+    else:
+        config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs, frames=args.frames, repeats=args.repeats,
+                             **options)
+    run_bench(config, progress=not args.quiet)
+    print(f"wrote {args.out / 'results.md'}, results.json and plots", file=sys.stderr)
+    return EXIT_OK
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

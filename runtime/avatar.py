@@ -119,7 +119,10 @@ class Avatar:
             "ref_index": self.references.index.astype(np.int64),
             "ref_h1": self.references.h1, "ref_h2": self.references.h2, "ref_images": self.references.images,
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        except OSError as exc:
+            raise AvatarError(f"cannot write into {path.parent}: {exc.strerror}") from None
         os.close(fd)
         try:
             members = {}

@@ -354,7 +354,10 @@ class VideoWriter:
             raise MediaError(f"output folder is not writable: {directory}")
         if self.path.is_dir():
             raise MediaError(f"output path is a folder: {self.path}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=directory)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=directory)
+        except OSError as exc:
+            raise MediaError(f"cannot write into {directory}: {exc.strerror}") from None
         os.close(fd)
         self._tmp = Path(tmp)
         self._done = False

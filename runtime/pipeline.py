@@ -85,11 +85,17 @@ class Frame:
     index: int  # position in the output video (25 fps)
     image: np.ndarray  # (H, W, 3) uint8 BGR
     rendered: int  # which render produced it (the first one fills indices 0, 1, 2)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for this render
+    face: np.ndarray | None = None  # (3, 128, 128) float32: the renderer's output before paste-back
+    content: np.ndarray | None = None  # (5, 2, 57): the predicted lip and jaw landmarks of the window
 
     @property
     def time(self) -> float:
         return self.index / FPS
+
+
+#: The renderer's graphs, whose times add up to "renderer graphs" in reports.
+RENDERER_GRAPHS = ("flow_modulations", "flow_head", "translation")
 
 
 @dataclass
@@ -99,6 +105,13 @@ class RenderReport:
     seconds: dict[str, float]  # total per stage
     wall_seconds: float
     first_frame_seconds: float
+
+    @property
+    def stage_summary(self) -> dict[str, float]:
+        """Totals per stage, with the renderer's graphs also summed as "renderer graphs"."""
+        summary = dict(self.seconds)
+        summary["renderer graphs"] = sum(self.seconds.get(g, 0.0) for g in RENDERER_GRAPHS)
+        return summary
 
     @property
     def seconds_per_frame(self) -> float:
@@ -397,16 +410,16 @@ class Pipeline:
                 windows.extend(new)
                 while windows.available >= i + 3:  # window i + 2 is the last the landmark window needs
                     seconds_before = dict(clock.totals)
-                    image = self._render_one(i, avatar, frames, windows, ref_pose, ref_content, normalised, n_video,
-                                             clock)
+                    image, face, content = self._render_one(i, avatar, frames, windows, ref_pose, ref_content,
+                                                            normalised, n_video, clock)
                     seconds = {k: v - seconds_before.get(k, 0.0) for k, v in clock.totals.items()}
                     for index in ((0, 1, 2) if i == 0 else (i + 2,)):
-                        yield Frame(index, image, i, seconds)
+                        yield Frame(index, image, i, seconds, face, content)
                     i += 1
                     windows.drop_before(i - 2)
 
     def _render_one(self, i: int, avatar: Avatar, frames, windows: MelWindows, ref_pose, ref_content, normalised,
-                    n_video: int, clock: StageClock) -> np.ndarray:
+                    n_video: int, clock: StageClock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         track = avatar.track
         seq = [pingpong_index(i + k, n_video) for k in range(T_FRAMES)]
         with clock.time("landmarks"):
@@ -421,12 +434,12 @@ class Pipeline:
             background = frames[centre]
         face = crop_face(background, track.boxes[centre])
         result = self.renderer.render(avatar.references, face, sketches, windows.window(i))
-        clock.add("renderer graphs", result.seconds["flow_modulations"] + result.seconds["flow_head"]
-                  + result.seconds["translation"])
-        clock.add("warp", result.seconds["warp"])
+        for stage, seconds in result.seconds.items():  # flow_modulations, flow_head, warp, translation
+            clock.add(stage, seconds)
         with clock.time("blend"):
             box = tuple(int(v) for v in track.boxes[centre])
-            return blend_face(background, face_to_uint8(result.face), box, track.landmarks[centre])
+            image = blend_face(background, face_to_uint8(result.face), box, track.landmarks[centre])
+        return image, result.face, content
 
 
 def read_image_source(avatar: Avatar) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -384,15 +385,23 @@ def test_unwritable_output(bundle_dir, tmp_path, capsys):
     code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
                       str(_speech(tmp_path)), "--out", str(tmp_path / "no" / "such" / "dir" / "o.mp4")], capsys)
     _assert_clean_error(code, err, "does not exist")
+    # A folder this process cannot create files in (root writes anywhere but /proc).
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    target = locked if not os.access(locked, os.W_OK) else Path("/proc")
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user who can write anywhere")
         code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
-                          str(_speech(tmp_path)), "--out", str(locked / "o.mp4")], capsys)
-        _assert_clean_error(code, err, "not writable")
+                          str(_speech(tmp_path)), "--out", str(target / "o.mp4"), "--refs", str(REFS), "--quiet"],
+                         capsys)
+        _assert_clean_error(code, err, str(target))
+        assert not (target / "o.mp4").exists()
     finally:
         locked.chmod(0o700)
     shutil.rmtree(locked)
+
+
+def test_output_path_is_a_folder(bundle_dir, tmp_path, capsys):
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
+                      str(_speech(tmp_path)), "--out", str(tmp_path)], capsys)
+    _assert_clean_error(code, err, "is a folder")
