@@ -32,7 +32,6 @@ from ..errors import IplapError
 from .landmarks import N_POSE, normalise_to_box
 from .media import FrameTimeline
 from .renderer import References
-from .warp import channels_last
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class Avatar:
                     np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
                     members[f"arrays/{name}.npy"] = _write(archive, f"arrays/{name}.npy", buffer.getvalue())
                 with self.open_source() as source:
-                    members[f"source/{self.source_name}"] = _write(archive, f"source/{self.source_name}", source.read())
+                    members[f"source/{self.source_name}"] = _copy(archive, f"source/{self.source_name}", source)
                 meta = {
                     "format": AVATAR_FORMAT, "format_version": AVATAR_VERSION, "bundle_id": self.bundle_id,
                     "source_name": self.source_name, "source_sha256": self.source_bytes_sha256,
@@ -171,16 +170,24 @@ class Avatar:
                                   "with this bundle (iplap prepare)")
             arrays = {}
             for name, expected in meta.get("members", {}).items():
+                is_array = name.startswith("arrays/")
                 try:
-                    data = archive.read(name)
+                    with archive.open(name) as member:
+                        # Arrays are loaded; the face file is only hashed, a block at a time.
+                        data = member.read() if is_array else None
+                        digest = (hashlib.sha256(data) if is_array
+                                  else _hash_stream(member)).hexdigest()
                 except KeyError:
                     raise AvatarError(f"{path} is damaged: {name} is missing") from None
                 except (zipfile.BadZipFile, OSError, EOFError):
                     raise AvatarError(f"{path} is damaged: {name} cannot be read") from None
-                if hashlib.sha256(data).hexdigest() != expected:
+                if digest != expected:
                     raise AvatarError(f"{path} is damaged: {name} does not match its checksum")
-                if name.startswith("arrays/"):
-                    arrays[name[len("arrays/"):-len(".npy")]] = np.load(io.BytesIO(data), allow_pickle=False)
+                if is_array:
+                    try:
+                        arrays[name[len("arrays/"):-len(".npy")]] = np.load(io.BytesIO(data), allow_pickle=False)
+                    except ValueError:
+                        raise AvatarError(f"{path} is damaged: {name} is not an array") from None
         try:
             track = FaceTrack(arrays["landmarks"], arrays["boxes"], int(meta["height"]), int(meta["width"]),
                               arrays["carried"])
@@ -199,6 +206,23 @@ class Avatar:
 def _write(archive: zipfile.ZipFile, name: str, data: bytes) -> str:
     archive.writestr(name, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _hash_stream(stream):
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+    return digest
+
+
+def _copy(archive: zipfile.ZipFile, name: str, source) -> str:
+    """Stream a file into the archive (a long face video is not read into memory at once)."""
+    digest = hashlib.sha256()
+    with archive.open(name, "w", force_zip64=True) as member:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+            member.write(block)
+    return digest.hexdigest()
 
 
 class _OwnedMember(io.RawIOBase):
@@ -234,9 +258,3 @@ class _OwnedMember(io.RawIOBase):
             self._archive.close()
         super().close()
 
-
-def references_from_features(h1_nchw: np.ndarray, h2_nchw: np.ndarray, images_nchw: np.ndarray,
-                             index: np.ndarray) -> References:
-    """References from channels-first arrays (as the graphs give them)."""
-    return References(channels_last(h1_nchw), channels_last(h2_nchw), np.ascontiguousarray(h2_nchw),
-                      channels_last(images_nchw), np.asarray(index, np.int64))

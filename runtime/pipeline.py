@@ -19,7 +19,6 @@ frames as soon as their mel window is complete, from audio that arrives in chunk
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import sys
 import time
@@ -35,7 +34,7 @@ from ..errors import IplapError, MediaError, NoFaceError
 from .audio import SAMPLE_RATE, MelConfig, MelStream, load_audio
 from .avatar import Avatar, FaceTrack
 from .backends import BackendConfig
-from .bundle import Bundle
+from .bundle import Bundle, sha256_file
 from .compose import blend_face, face_to_uint8
 from .landmarks import N_POSE, crop_box, lip_openness, pingpong_index, select_references, split_pose_content
 from .media import FPS, StillFrames, VideoFrames, VideoScan, VideoWriter, is_image_file, read_image
@@ -308,7 +307,7 @@ class Pipeline:
         landmark_ref_frames = select_references(openness, self.n_landmark_refs)
         with clock.time("references"):
             references = self._encode_references(face, track, timeline, ref_frames, is_image)
-        digest = hashlib.sha256(face.read_bytes()).hexdigest()
+        digest = sha256_file(face)
         options = {"refs": self.config.refs, "landmark_refs": self.n_landmark_refs, "face_mode": self.config.face_mode,
                    "fill_gaps": self.config.fill_gaps, "smoothing": self.config.smoothing, "is_image": is_image}
         log.debug("prepared %s: %d frames, stages %s", face.name, len(track), dict(clock.totals))

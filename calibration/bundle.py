@@ -1,0 +1,112 @@
+"""Writing a calibrated bundle: the fp32 bundle's files with some graph files replaced.
+
+The new bundle is assembled in a temporary folder beside the destination and moved into
+place in one rename, so a failed or rejected calibration leaves nothing behind. The
+manifest keeps the source's format, constants, checkpoints and graph specs; each replaced
+graph entry points to its new files, and every file's sha256 is recomputed, so
+:meth:`iplap.runtime.bundle.Bundle.load` accepts it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BundleError, IplapError
+from ..runtime.bundle import FORMAT_VERSION, MANIFEST, Bundle, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyQuantizedError(BundleError):
+    """The source bundle is not an fp32 export (it was calibrated or quantized already)."""
+
+
+def check_source(bundle: Bundle) -> None:
+    """Refuse anything but an fp32 export: quantizing twice compounds the error, and the
+    gate compares against fp32, which a quantized bundle no longer has."""
+    precision = bundle.manifest.get("precision", "fp32")
+    quantization = bundle.manifest.get("quantization")
+    if precision != "fp32" or quantization:
+        source = (quantization or {}).get("source_bundle", {}).get("path") if isinstance(quantization, dict) else None
+        hint = f" ({source})" if source else ""
+        raise AlreadyQuantizedError(f"{bundle.root} is already a {precision} bundle; calibrate the fp32 bundle "
+                                    f"it was made from{hint}")
+    if bundle.manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{bundle.root}: bundle format version {bundle.manifest.get('format_version')} is not "
+                          f"{FORMAT_VERSION}")
+
+
+@dataclass(frozen=True)
+class GraphFiles:
+    """New files for one graph (either may be None: that backend keeps the source file)."""
+
+    onnx: Path | None = None
+    openvino: Path | None = None  # the .xml; its .bin sits beside it
+
+
+def check_destination(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise IplapError(f"{out} already exists (pass --force to replace it)")
+
+
+def write_bundle(source: Bundle, out: Path, tag: str, replacements: dict[str, GraphFiles], manifest_update: dict,
+                 overwrite: bool = False) -> Bundle:
+    """Write ``source`` with ``replacements`` to ``out``; new files are named ``GRAPH.TAG.onnx`` and
+    ``openvino/GRAPH.TAG.xml``. ``manifest_update`` is merged into the top level of the manifest."""
+    out = Path(out)
+    check_destination(out, overwrite)
+    manifest = copy.deepcopy(source.manifest)
+    manifest.update(copy.deepcopy(manifest_update))
+    replaced: dict[str, str] = {}  # source rel path -> new rel path
+    sources: dict[str, Path] = {}  # new rel path -> file to copy
+    for graph, files in replacements.items():
+        entry = manifest["graphs"][graph]
+        if files.onnx is not None:
+            rel = f"{graph}.{tag}.onnx"
+            replaced[entry["onnx"]] = rel
+            sources[rel] = files.onnx
+            entry["onnx"] = rel
+        if files.openvino is not None:
+            rel = f"openvino/{graph}.{tag}.xml"
+            old_xml = entry["openvino"]
+            replaced[old_xml] = rel
+            replaced[old_xml[:-4] + ".bin"] = rel[:-4] + ".bin"
+            sources[rel] = files.openvino
+            sources[rel[:-4] + ".bin"] = files.openvino.with_suffix(".bin")
+            entry["openvino"] = rel
+        entry.pop("max_error_vs_torch", None)  # an fp32 export check; the gate's figures replace it
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for rel in source.manifest["files"]:
+            if rel in replaced:
+                continue
+            _copy(source.root / rel, work / rel)
+        for rel, path in sources.items():
+            _copy(path, work / rel)
+        manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        manifest["files"] = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
+                             if p.is_file()}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        work.chmod(0o755)  # mkdtemp makes it private
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("wrote bundle %s", out)
+    return Bundle.load(out)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)

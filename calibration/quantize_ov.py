@@ -1,0 +1,107 @@
+"""OpenVINO: NNCF post-training quantization of one IR, and fp16 weight compression.
+
+``nncf.quantize`` inserts FakeQuantize operations into the fp32 IR, with ranges from the
+recorded inputs (an ``nncf.Dataset`` over the sample store). The IR keeps its inputs,
+outputs and names. OpenVINO's CPU plugin runs the quantized convolutions in int8 and
+leaves the excluded layers in the inference precision (the manifest asks for f32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .quantize_ort import QuantizedGraph
+from .recipe import GraphRecipe, NncfOptions
+from .record import SampleStore
+
+log = logging.getLogger(__name__)
+
+#: Ops that NNCF quantizes through their weights: the ones that do the multiply-adds.
+WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
+
+
+@contextlib.contextmanager
+def _nncf_output_to_stderr():
+    """NNCF draws its progress bars on stdout and logs each step at INFO: progress goes to
+    stderr here, and its log only at warning level or above."""
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        nncf_log.setLevel(level)
+
+
+def quantize_ir(source: Path, dest: Path, store: SampleStore, recipe: GraphRecipe, options: NncfOptions,
+                metadata: dict | None = None) -> QuantizedGraph:
+    """Quantize the IR ``source`` (.xml) into ``dest`` (.xml + .bin), calibrated on ``store``."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    start = time.perf_counter()
+    model = ov.Core().read_model(str(source))
+    weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
+    excluded = recipe.excluded(weighted)
+    # Sigmoid heads listed by name are matched among all ops (they have no weights).
+    excluded += [op.get_friendly_name() for op in model.get_ordered_ops()
+                 if op.get_type_name() not in WEIGHTED_OPS and recipe.excluded([op.get_friendly_name()])
+                 and op.get_type_name() not in ("Parameter", "Result", "Constant")]
+    overflow = {"disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER,
+                "enable": OverflowFix.ENABLE}[options.overflow_fix]
+    advanced = AdvancedQuantizationParameters(overflow_fix=overflow,
+                                              disable_bias_correction=not options.fast_bias_correction)
+    preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}[options.preset]
+    with _nncf_output_to_stderr():
+        quantized = nncf.quantize(
+            model, nncf.Dataset(store), preset=preset, target_device=nncf.TargetDevice.CPU, subset_size=len(store),
+            fast_bias_correction=True, model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
+            ignored_scope=nncf.IgnoredScope(names=excluded) if excluded else None, advanced_parameters=advanced)
+    for key, value in {**(metadata or {}), "precision": "int8"}.items():
+        quantized.set_rt_info(str(value), ["iplap", key])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(dest), compress_to_fp16=False)  # fp32 for what stays float
+    count = _quantized_weighted_ops(quantized)
+    seconds = time.perf_counter() - start
+    log.info("quantized %s for openvino: %d of %d ops int8, %d kept fp32 (%.1f s)", store.graph, count,
+             len(weighted), len(excluded), seconds)
+    return QuantizedGraph(store.graph, dest, excluded, count, seconds)
+
+
+def _quantized_weighted_ops(model) -> int:
+    """Weighted ops whose weight passes through a FakeQuantize (or the int8 constant +
+    convert that NNCF compresses it to)."""
+    count = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OPS:
+            continue
+        producer = op.input_value(1).get_node()
+        seen = 0
+        while producer.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose",
+                                           "FakeQuantize") and seen < 6:
+            if producer.get_type_name() == "FakeQuantize" or (
+                    producer.get_type_name() == "Convert"
+                    and producer.input_value(0).get_element_type().get_type_name() in ("i8", "u8")):
+                count += 1
+                break
+            producer = producer.input_value(0).get_node()
+            seen += 1
+    return count
+
+
+def compress_ir_fp16(source: Path, dest: Path, metadata: dict | None = None) -> Path:
+    """The IR with its weights stored as fp16 (``compress_to_fp16=True``); on Intel GPUs it runs in f16."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(source))
+    for key, value in {**(metadata or {}), "precision": "fp16"}.items():
+        model.set_rt_info(str(value), ["iplap", key])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(dest), compress_to_fp16=True)
+    return dest
