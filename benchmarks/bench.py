@@ -146,6 +146,7 @@ def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warm
     from ..runtime.backends import BackendConfig
     from ..runtime.media import VideoWriter
     from ..runtime.pipeline import Pipeline, PipelineConfig
+    from .timing import time_renders
 
     backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
                             precision=None if case["precision"] != "fp32" else "f32")
@@ -154,32 +155,16 @@ def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warm
     avatar = pipeline.prepare(clip)
     prepare_s = time.perf_counter() - start
     wav = load_audio(speech)
-    per_frame, stages, first_frame, faces, contents = [], [], None, [], []
+    per_frame, stages, first_frame = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
             writer = VideoWriter(Path(tmp) / "out.mp4", avatar.track.width, avatar.track.height)
-            start = last = time.perf_counter()
-            rendered = -1
-            for frame in pipeline.stream(avatar, [wav]):
-                if first_frame is None:
-                    first_frame = time.perf_counter() - start
-                t0 = time.perf_counter()
-                writer.write(frame.image)
-                encode = time.perf_counter() - t0
-                if frame.rendered == rendered:
-                    continue
-                rendered = frame.rendered
-                now = time.perf_counter()
-                if rendered >= warmup:
-                    per_frame.append(now - last)
-                    stages.append({**frame.seconds, "encode": encode})
-                    if repeat == repeats - 1:
-                        faces.append(frame.face)
-                        contents.append(frame.content)
-                last = now
-                if rendered >= warmup + frames - 1:
-                    break
+            times = time_renders(pipeline, avatar, wav, warmup, frames, writer, keep_outputs=repeat == repeats - 1)
             writer.abort()
+            per_frame += times.walls
+            stages += times.stages
+            first_frame = times.first_frame_seconds if first_frame is None else first_frame
+    faces, contents = times.faces, times.contents
     np.savez(outputs, faces=np.stack(faces), contents=np.stack(contents))
     stage_median = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in STAGES}
     return {"seconds_per_frame": statistics.median(per_frame), "seconds_min": min(per_frame),

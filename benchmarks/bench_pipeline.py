@@ -48,6 +48,7 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     from ..runtime.media import VideoScan, VideoWriter
     from ..runtime.pipeline import RENDERER_GRAPHS, Pipeline, PipelineConfig, StageClock, track_faces
     from ..samples.clip import head_motion_frames, write_clip
+    from .timing import time_renders
 
     clip = write_clip(tmp / "clip.mp4", head_motion_frames(2.0, size=512))
     pipeline = Pipeline(bundle, PipelineConfig(backend=BackendConfig(backend=backend, threads=threads), refs=refs))
@@ -60,31 +61,15 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     avatar = pipeline.prepare(clip)
     prepare_s = time.perf_counter() - start
     wav = load_audio(_speech(0.4 + (frames + 1) * 0.04 + 0.3, tmp / "speech.wav"))
-    per_stage: list[dict] = []
-    walls: list[float] = []
-    first = None
     writer = VideoWriter(tmp / "out.mp4", avatar.track.width, avatar.track.height)
-    start = last = time.perf_counter()
-    rendered = -1
-    for frame in pipeline.stream(avatar, [wav]):
-        if first is None:
-            first = time.perf_counter() - start
-        t0 = time.perf_counter()
-        writer.write(frame.image)
-        encode = time.perf_counter() - t0
-        if frame.rendered != rendered:
-            rendered = frame.rendered
-            now = time.perf_counter()
-            if rendered >= 1:  # the first render is the warm-up
-                walls.append(now - last)
-                stages = dict(frame.seconds)
-                stages["renderer graphs"] = sum(stages.pop(g, 0.0) for g in RENDERER_GRAPHS)
-                stages["encode"] = encode
-                per_stage.append(stages)
-            last = now
-            if rendered >= frames:
-                break
+    times = time_renders(pipeline, avatar, wav, 1, frames, writer)  # the first render is the warm-up
     writer.abort()
+    per_stage = []
+    for stages in times.stages:
+        stages = dict(stages)
+        stages["renderer graphs"] = sum(stages.pop(g, 0.0) for g in RENDERER_GRAPHS)
+        per_stage.append(stages)
+    walls, first = times.walls, times.first_frame_seconds
     keys = sorted({k for s in per_stage for k in s})
     return {"backend": backend, "refs": refs, "threads": threads, "seconds_per_frame": statistics.median(walls),
             "stages_s": {k: statistics.median(s.get(k, 0.0) for s in per_stage) for k in keys},

@@ -191,13 +191,14 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
         for backend in BACKENDS:
             pipeline = fp32 if backend == "onnxruntime" else Pipeline(
                 source, PipelineConfig(backend=config.backend_config("openvino"), refs=config.refs))
-            results[backend] = _calibrate_backend(config, source, backend, Evaluator(pipeline, recording.heldout),
-                                                  recording, work / backend)
-        failed = {b: r.failures for b, r in results.items() if r.failures}
-        if failed:
-            detail = "; ".join(f"{b}: {', '.join(f)}" for b, f in failed.items())
-            raise GateError(f"the {recipe.precision} graphs fail the accuracy gate on the held-out data ({detail}); "
-                            "nothing was written")
+            result = _calibrate_backend(config, source, backend, Evaluator(pipeline, recording.heldout),
+                                        recording, work / backend)
+            if result.failures:  # no bundle can be written: stop before the next backend's work
+                fell = f" after falling back {', '.join(s['graph'] for s in result.fallback)} to fp32" \
+                    if result.fallback else ""
+                raise GateError(f"the {recipe.precision} graphs fail the accuracy gate on {backend}{fell}: "
+                                f"{'; '.join(result.failures)} (held-out data, against fp32); nothing was written")
+            results[backend] = result
         bundle = write_bundle(source, Path(config.out), recipe.precision,
                               _replacements(results), _manifest(config, source, recording, results),
                               overwrite=config.overwrite)

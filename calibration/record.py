@@ -221,13 +221,12 @@ class Recording:
 
     stores: dict[str, SampleStore]
     heldout: list[HeldOut]
-    clips: list[Clip]
+    clips: list[dict]  # each clip's identity (files' names and sha256, segment, role)
     calibration_renders: int
     refs: int
 
     def summary(self) -> dict:
-        return {"clips": [c.identity() for c in self.clips], "refs": self.refs,
-                "calibration_frames": self.calibration_renders,
+        return {"clips": self.clips, "refs": self.refs, "calibration_frames": self.calibration_renders,
                 "heldout_frames": sum(h.renders for h in self.heldout),
                 "samples": {name: len(store) for name, store in self.stores.items()}}
 
@@ -318,7 +317,7 @@ def record(pipeline: Pipeline, clips: list[Clip], budget: DataBudget, workdir: s
         set_graph_models(pipeline, originals)
     log.info("recorded %s input sets (%.0f MiB)", ", ".join(f"{n} {len(s)}" for n, s in stores.items()),
              sum(s.nbytes for s in stores.values()) / 2**20)
-    return Recording(stores, heldout, clips, total, pipeline.config.refs)
+    return Recording(stores, heldout, [c.identity() for c in clips], total, pipeline.config.refs)
 
 
 def _prepare(pipeline: Pipeline, clip: Clip) -> Avatar:

@@ -405,3 +405,18 @@ def test_output_path_is_a_folder(bundle_dir, tmp_path, capsys):
     code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
                       str(_speech(tmp_path)), "--out", str(tmp_path)], capsys)
     _assert_clean_error(code, err, "is a folder")
+
+
+def test_small_face_in_a_1080p_frame_renders(pipeline, tmp_path):
+    """A 180 px face in a 1920x1080 image: the short-range detector alone finds no face here."""
+    photo = cv2.imread(str(FACE_IMAGE))  # its face is about 100 px wide
+    scaled = cv2.resize(photo, (922, 922), interpolation=cv2.INTER_AREA)
+    frame = np.full((1080, 1920, 3), 60, np.uint8)
+    frame[79:1001, 499:1421] = scaled
+    cv2.imwrite(str(tmp_path / "hd.png"), frame)
+    avatar = pipeline.prepare(tmp_path / "hd.png")
+    y1, y2, x1, x2 = avatar.track.boxes[0]
+    assert 150 < x2 - x1 - 50 < 260  # the landmarks' extent (plus 2 x 25 px margin) is about the face
+    out = tmp_path / "hd.mp4"
+    assert pipeline.render(avatar, _speech(tmp_path, 0.35), out).frames == FRAMES_035
+    assert read_video_frames(out)[0].shape == (1080, 1920, 3)
