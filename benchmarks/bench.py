@@ -148,8 +148,7 @@ def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warm
     from ..runtime.pipeline import Pipeline, PipelineConfig
     from .timing import time_renders
 
-    backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
-                            precision=None if case["precision"] != "fp32" else "f32")
+    backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"])
     pipeline = Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
     start = time.perf_counter()
     avatar = pipeline.prepare(clip)

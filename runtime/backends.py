@@ -11,8 +11,8 @@ fallback to another backend.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +37,15 @@ class BackendConfig:
         threads: intra-op threads; 0 lets the backend choose (all physical cores).
         cache_dir: OpenVINO model cache (``CACHE_DIR``); compiled models load faster next time.
         precision: OpenVINO inference precision hint: ``"f32"`` (exact), ``"bf16"`` or ``"f16"``.
-            ``None`` keeps the device default (bf16 on recent Intel and AMD CPUs).
+            ``None`` (default): what the model bundle was calibrated for, else f32. Never
+            the device's own default, which is bf16 on CPUs that have it.
     """
 
     backend: str = "onnxruntime"
     device: str = "CPU"
     threads: int = 0
     cache_dir: Path | None = None
-    precision: str | None = "f32"
+    precision: str | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -180,8 +181,8 @@ def openvino_properties(config: BackendConfig) -> dict[str, object]:
     device = config.device.upper()
     if config.threads and device.startswith("CPU"):
         props["INFERENCE_NUM_THREADS"] = config.threads
-    if config.precision is not None and not device.startswith(("AUTO", "MULTI", "HETERO")):
-        props["INFERENCE_PRECISION_HINT"] = config.precision
+    if not device.startswith(("AUTO", "MULTI", "HETERO")):
+        props["INFERENCE_PRECISION_HINT"] = config.precision or "f32"
     if config.cache_dir is not None:
         Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         props["CACHE_DIR"] = str(config.cache_dir)
@@ -204,6 +205,8 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
-def default_threads() -> int:
-    """Physical-core guess used for Numba when the user gives no thread count."""
-    return max(1, os.cpu_count() or 1)
+def for_bundle(config: BackendConfig, hint: str | None) -> BackendConfig:
+    """``config`` with the bundle's OpenVINO precision hint, unless the caller chose one."""
+    if config.precision is not None or config.backend != "openvino" or not hint:
+        return config
+    return dataclasses.replace(config, precision=hint)

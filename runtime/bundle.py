@@ -152,6 +152,11 @@ class Bundle:
         return self.manifest.get("precision", "fp32")
 
     @property
+    def openvino_inference_precision(self) -> str | None:
+        """The OpenVINO precision hint the bundle was calibrated for (bf16 bundles), if any."""
+        return self.manifest.get("openvino_inference_precision")
+
+    @property
     def constants(self) -> dict:
         return self.manifest["constants"]
 

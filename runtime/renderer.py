@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BundleError
 from . import warp
-from .backends import BackendConfig, InferenceModel, load_model
+from .backends import BackendConfig, InferenceModel, for_bundle, load_model
 from .bundle import GRAPH_BY_NAME, MODULATION_NAMES, Bundle
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
     expected = GRAPH_BY_NAME[name]
+    config = for_bundle(config, bundle.openvino_inference_precision)
     model = load_model(bundle.graph_file(name, config.backend), config, expected.output_names)
     if set(model.input_names) != set(expected.input_names) or set(model.output_names) != set(expected.output_names):
         raise BundleError(f"{bundle.root}: graph {name!r} has inputs {model.input_names} and outputs "

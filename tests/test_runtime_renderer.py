@@ -111,3 +111,13 @@ def test_distinct_references_equal_repeated_ones(bundle):
     args = (g["face_frame_img"][0, 0], g["target_sketches"][0], g["audio_mels"][0, 0, 0])
     assert compact.distinct == 2 and compact.count == 5
     assert np.abs(renderer.render(compact, *args).face - renderer.render(full, *args).face).max() < 1e-5
+
+
+def test_bundle_precision_hint_is_used_unless_the_caller_chooses():
+    from iplap.runtime.backends import for_bundle
+
+    ov = BackendConfig(backend="openvino")
+    assert for_bundle(ov, "bf16").precision == "bf16"
+    assert for_bundle(ov, None).precision is None  # -> f32 in the properties
+    assert for_bundle(BackendConfig(backend="openvino", precision="f32"), "bf16").precision == "f32"
+    assert for_bundle(BackendConfig(backend="onnxruntime"), "bf16").precision is None
