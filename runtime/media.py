@@ -373,6 +373,7 @@ class VideoWriter:
             self.time_base = Fraction(1, fps)
             self.stream.time_base = self.time_base
             self.stream.options = {"crf": str(crf), "preset": preset}
+            self.fps = fps
             self.audio_path = audio_path
             self._audio = self._add_audio(audio_path) if audio_path is not None else None
         except BaseException:
@@ -398,6 +399,9 @@ class VideoWriter:
         out = self.container.add_stream("aac", rate=rate)
         out.layout = layout
         out.bit_rate = min(128000, 6 * rate * channels)  # AAC allows at most 6144 bits per 1024 samples
+        self._audio_frames = source.decode(in_stream)
+        self._audio_pts = 0  # samples encoded so far
+        self._audio_done = False
         return source, in_stream, out, av.AudioResampler(format="fltp", layout=layout, rate=rate)
 
     def write(self, frame_bgr: np.ndarray) -> None:
@@ -414,38 +418,47 @@ class VideoWriter:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1
+        if self._audio is not None:
+            self._mux_audio(self.frames / self.fps)
 
-    def _mux_audio(self) -> None:
+    def _mux_audio(self, until: float | None) -> None:
+        """Encode the speech up to ``until`` seconds (all of it for None).
+
+        Called after every video frame, so audio and video packets arrive interleaved: the
+        muxer then never holds the whole video waiting for audio, and memory stays flat.
+        """
         import av
 
+        if self._audio_done:
+            return
         source, in_stream, out, resampler = self._audio
+        rate = out.codec_context.sample_rate
         try:
-            pts = 0
-            for frame in source.decode(in_stream):
-                frame.pts = None
-                for resampled in resampler.resample(frame):
-                    resampled.pts = pts
-                    pts += resampled.samples
+            while until is None or self._audio_pts < until * rate:
+                frame = next(self._audio_frames, None)
+                last = frame is None
+                if not last:
+                    frame.pts = None  # the resampler keeps its own continuous timeline
+                for resampled in resampler.resample(None if last else frame):
+                    resampled.pts = self._audio_pts
+                    self._audio_pts += resampled.samples
                     for packet in out.encode(resampled):
                         self.container.mux(packet)
-            for resampled in resampler.resample(None):
-                resampled.pts = pts
-                pts += resampled.samples
-                for packet in out.encode(resampled):
-                    self.container.mux(packet)
-            for packet in out.encode(None):
-                self.container.mux(packet)
+                if last:
+                    for packet in out.encode(None):
+                        self.container.mux(packet)
+                    self._audio_done = True
+                    source.close()
+                    return
         except av.FFmpegError as exc:
             raise MediaError(f"cannot decode audio {self.audio_path}: {_first_line(exc)}") from None
-        finally:
-            source.close()
 
     def close(self) -> Path:
         """Flush, mux the audio, and move the file into place."""
         for packet in self.stream.encode(None):
             self.container.mux(packet)
         if self._audio is not None:
-            self._mux_audio()
+            self._mux_audio(None)
         self.container.close()
         os.replace(self._tmp, self.path)
         self._done = True
@@ -461,7 +474,7 @@ class VideoWriter:
                 container.close()
             except Exception:  # noqa: BLE001 - the file is deleted anyway
                 log.debug("closing a failed output", exc_info=True)
-        if self._audio_source_open():
+        if self._audio_source_open() and not self._audio_done:
             self._audio[0].close()
         self._tmp.unlink(missing_ok=True)
 
