@@ -180,6 +180,14 @@ def _cmd_prepare(args) -> int:
 
 
 @_command
+def _register_calibrate(sub) -> None:
+    # The command's options and handler live with calibration; it imports nothing heavy here.
+    from .calibration.cli import register
+
+    register(sub)
+
+
+@_command
 def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="render the sample photo speaking the sample speech (stand-in weights)",
                        description="Write the stand-in checkpoints, export a bundle into the cache folder (once), "

@@ -16,6 +16,7 @@ Steps (:func:`calibrate`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import tempfile
@@ -160,13 +161,16 @@ def check_executable(config: CalibrateConfig, source: Bundle) -> str:
     model = load_model(source.graph_file("reference_encoder", "openvino"), config.backend_config("openvino", hint))
     executed = executed_precision(model)
     if executed != hint:
-        device = openvino_core().get_property(config.device.split(".")[0].split(":")[0], "FULL_DEVICE_NAME") \
-            if config.device.upper().startswith(("CPU", "GPU")) else config.device
+        try:
+            device = openvino_core().get_property(config.device, "FULL_DEVICE_NAME")
+        except RuntimeError:  # AUTO and other virtual devices have no name of their own
+            device = config.device
         message = (f"OpenVINO runs {executed}, not {hint}, on {config.device} ({device}): this device has no "
                    f"{precision} arithmetic, so the gate would measure {executed} only")
         if not config.allow_unverified:
-            raise UnverifiableError(message + "; calibrate on a device that has it (e.g. --device GPU for fp16, a "
-                                              "CPU with AVX512_BF16 or AMX for bf16), or pass --allow-unverified")
+            where = "--device GPU (an Intel GPU)" if precision == "fp16" else "a CPU with AVX512_BF16 or AMX"
+            raise UnverifiableError(f"{message}; calibrate where it runs ({where}), or pass --allow-unverified to "
+                                    "write it with the f32 measurement")
         log.warning("%s (written anyway: --allow-unverified)", message)
     return executed
 
@@ -181,6 +185,8 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
     recipe = config.recipe
     if recipe.precision in ("bf16", "fp16"):
         check_executable(config, source)
+    if config.workdir is not None:
+        Path(config.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="iplap-calibrate-", dir=config.workdir) as tmp:
         work = Path(tmp)
         clips = list(config.clips) or default_clips(work / "clips")
@@ -259,6 +265,40 @@ def _badness(metrics: Metrics, gate: Gate) -> float:
                metrics.landmark_mean_px / max(gate.max_landmark_mean_px, 1e-9))
 
 
+@dataclass
+class Selection:
+    """The graphs that stay quantized, and how the gate judged them."""
+
+    graphs: list[str]
+    metrics: Metrics
+    failures: list[str]
+    fallback: list[dict] = field(default_factory=list)
+
+
+def select_graphs(candidates: list[str], evaluate: Callable[[list[str]], Metrics], solo: Callable[[str], Metrics],
+                  gate: Gate, fallback: bool = True) -> Selection:
+    """Quantize ``candidates`` together; while the gate fails (and ``fallback``), return the
+    most sensitive graph (worst alone, by :func:`_badness`) to fp32. At least one graph stays:
+    when even one alone fails, the gate fails."""
+    current = list(candidates)
+    metrics = evaluate(current)
+    failures = gate.failures(metrics.to_dict())
+    selection = Selection(current, metrics, failures)
+    if not failures or not fallback:
+        return selection
+    order = sorted(current, key=lambda g: _badness(solo(g), gate), reverse=True)
+    while failures and len(current) > 1:
+        graph = order.pop(0)
+        current = [g for g in current if g != graph]
+        selection.fallback.append({"graph": graph, "kept": "fp32", "because": "; ".join(failures),
+                                   "alone": solo(graph).to_dict()})
+        log.info("%s falls back to fp32 (%s)", graph, "; ".join(failures))
+        metrics = evaluate(current)
+        failures = gate.failures(metrics.to_dict())
+    selection.graphs, selection.metrics, selection.failures = current, metrics, failures
+    return selection
+
+
 def _calibrate_backend(config: CalibrateConfig, source: Bundle, backend: str, evaluator: Evaluator,
                        recording: Recording, work: Path) -> BackendResult:
     make = _variant_maker(config, source, backend, recording, work)
@@ -274,40 +314,30 @@ def _calibrate_backend(config: CalibrateConfig, source: Bundle, backend: str, ev
 
     precision = config.recipe.precision
     # int8 follows the recipe's per-graph choice; bf16 and fp16 change every graph.
-    current = config.recipe.quantized_graphs if precision == "int8" else list(GRAPH_NAMES)
-    if not current:
+    candidates = config.recipe.quantized_graphs if precision == "int8" else list(GRAPH_NAMES)
+    if not candidates:
         raise IplapError("the recipe quantizes no graph")
     result = BackendResult(backend, None, {}, "f32")
 
     def solo(graph: str) -> Metrics:
         if graph not in result.sensitivity:
-            metrics = evaluator.evaluate({graph: variant(graph).model})
-            log.info("%s sensitivity, %s alone in %s: %s", backend, graph, precision, metrics)
-            result.sensitivity[graph] = metrics
+            result.sensitivity[graph] = evaluator.evaluate({graph: variant(graph).model})
+            log.info("%s sensitivity, %s alone in %s: %s", backend, graph, precision, result.sensitivity[graph])
         return result.sensitivity[graph]
 
+    def evaluate(graphs: list[str]) -> Metrics:
+        metrics = evaluator.evaluate({g: variant(g).model for g in graphs})
+        log.info("%s, %s (%s): %s", backend, precision, ", ".join(graphs), metrics)
+        return metrics
+
     if config.sensitivity:
-        for graph in (GRAPH_NAMES if precision == "int8" else current):
+        for graph in (GRAPH_NAMES if precision == "int8" else candidates):
             solo(graph)
-    metrics = evaluator.evaluate({g: variant(g).model for g in current})
-    failures = config.gate.failures(metrics.to_dict())
-    log.info("%s, %s (%s): %s%s", backend, precision, ", ".join(current), metrics,
-             "" if not failures else f" - fails: {'; '.join(failures)}")
-    if failures and config.fallback:
-        order = sorted(current, key=lambda g: _badness(solo(g), config.gate), reverse=True)
-        while failures and len(current) > 1:
-            graph = order.pop(0)
-            current = [g for g in current if g != graph]
-            result.fallback.append({"graph": graph, "kept": "fp32", "because": "; ".join(failures),
-                                    "solo": solo(graph).to_dict()})
-            log.info("%s: %s falls back to fp32 (%s)", backend, graph, "; ".join(failures))
-            metrics = evaluator.evaluate({g: variant(g).model for g in current})
-            failures = config.gate.failures(metrics.to_dict())
-            log.info("%s, %s (%s): %s", backend, precision, ", ".join(current), metrics)
-    result.metrics = metrics
-    result.failures = failures
-    result.variants = {g: variant(g) for g in current}
-    result.executed_precision = executed_precision(result.variants[current[0]].model)
+    # bf16 is one inference hint for the whole bundle: a graph cannot fall back alone.
+    selection = select_graphs(candidates, evaluate, solo, config.gate, config.fallback and precision != "bf16")
+    result.metrics, result.failures, result.fallback = selection.metrics, selection.failures, selection.fallback
+    result.variants = {g: variant(g) for g in selection.graphs}
+    result.executed_precision = executed_precision(result.variants[selection.graphs[0]].model)
     return result
 
 
@@ -355,20 +385,15 @@ def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
             "source_bundle": {"id": source.bundle_id, "path": str(Path(source.root).resolve()), "precision": "fp32"},
             "recipe": recipe.to_dict(),
             "graphs": graphs_entry,
-            "gate": {**config.gate.to_dict(), "passed": True, "measured_on": "held-out clips, end to end, against fp32"},
+            "gate": {**config.gate.to_dict(), "passed": True,
+                     "measured_on": "held-out clips, end to end, against fp32"},
             "metrics": {b: r.to_dict()["metrics"] for b, r in results.items()},
             "sensitivity": {b: r.to_dict()["sensitivity"] for b, r in results.items() if r.sensitivity},
             "fallback": {b: r.fallback for b, r in results.items() if r.fallback},
-            "calibration_data": {**recording.summary(), "budget": _asdict(config.budget)},
+            "calibration_data": {**recording.summary(), "budget": dataclasses.asdict(config.budget)},
             "machine": _machine(config.device),
         },
     }
-
-
-def _asdict(obj) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
 
 
 def _machine(device: str) -> dict:

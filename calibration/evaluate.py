@@ -37,6 +37,8 @@ class Metrics:
     frame_psnr_db: float  # mean over frames of the final (pasted, blended) frame's PSNR
     landmark_mean_px: float  # pixels of a 128 px crop
     landmark_max_px: float
+    flow_mean_px: float  # the flow head's deformation, pixels of the 128 px face (a diagnostic)
+    flow_max_px: float
     frames: int
 
     def to_dict(self) -> dict:
@@ -45,7 +47,8 @@ class Metrics:
     def __str__(self) -> str:
         return (f"face PSNR {self.face_psnr_db:.2f} dB (worst frame {self.face_psnr_min_db:.2f}), "
                 f"SSIM {self.face_ssim:.4f}, landmarks mean {self.landmark_mean_px:.3f} px / "
-                f"max {self.landmark_max_px:.3f} px, {self.frames} frames")
+                f"max {self.landmark_max_px:.3f} px, flow mean {self.flow_mean_px:.3f} px / max "
+                f"{self.flow_max_px:.3f} px, {self.frames} frames")
 
 
 def _capped(value: float) -> float:
@@ -54,9 +57,11 @@ def _capped(value: float) -> float:
 
 def compare(heldout: list[HeldOut], results: list[FrameResults]) -> Metrics:
     face_psnr, face_ssim, frame_psnr, landmark_max, landmark_sum, points = [], [], [], [], 0.0, 0
+    flow_max, flow_sum, flow_points = 0.0, 0.0, 0
     for held, result in zip(heldout, results):
         if result.faces.shape != held.faces.shape:
-            raise RuntimeError(f"{held.clip.face.name}: {len(result.faces)} frames rendered, fp32 gave {len(held.faces)}")
+            raise RuntimeError(f"{held.clip.face.name}: {len(result.faces)} frames rendered, "
+                               f"fp32 gave {len(held.faces)}")
         for ours, ref in zip(result.faces, held.faces):
             face_psnr.append(_capped(psnr(ours, ref, peak=1.0)))
             face_ssim.append(ssim(ours.transpose(1, 2, 0), ref.transpose(1, 2, 0), peak=1.0))
@@ -66,8 +71,13 @@ def compare(heldout: list[HeldOut], results: list[FrameResults]) -> Metrics:
         count = held.landmarks[..., 0, :].size
         landmark_max.append(worst)
         landmark_sum, points = landmark_sum + mean * count, points + count
+        # Flow errors per pixel: the length of the difference of the two displacement vectors.
+        diff = np.hypot(*np.moveaxis(result.flows - held.flows, -3, 0))
+        flow_max = max(flow_max, float(diff.max()))
+        flow_sum, flow_points = flow_sum + float(diff.sum(dtype=np.float64)), flow_points + diff.size
     return Metrics(float(np.mean(face_psnr)), float(np.min(face_psnr)), float(np.mean(face_ssim)),
-                   float(np.mean(frame_psnr)), landmark_sum / points, float(max(landmark_max)), len(face_psnr))
+                   float(np.mean(frame_psnr)), landmark_sum / points, float(max(landmark_max)),
+                   flow_sum / flow_points, flow_max, len(face_psnr))
 
 
 class Evaluator:

@@ -83,6 +83,8 @@ def quantize_onnx(source: Path, dest: Path, store: SampleStore, recipe: GraphRec
     extra = {"WeightSymmetric": True, "ActivationSymmetric": False}
     if options.method == "percentile":
         extra["CalibPercentile"] = options.percentile
+    if options.moving_average:
+        extra["CalibMovingAverage"] = True
     dest.parent.mkdir(parents=True, exist_ok=True)
     with quiet_quantizer():
         quantize_static(model, str(dest), _Reader(store), quant_format=QuantFormat.QDQ,

@@ -49,20 +49,23 @@ def quantize_ir(source: Path, dest: Path, store: SampleStore, recipe: GraphRecip
     model = ov.Core().read_model(str(source))
     weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
     excluded = recipe.excluded(weighted)
-    # Sigmoid heads listed by name are matched among all ops (they have no weights).
-    excluded += [op.get_friendly_name() for op in model.get_ordered_ops()
-                 if op.get_type_name() not in WEIGHTED_OPS and recipe.excluded([op.get_friendly_name()])
-                 and op.get_type_name() not in ("Parameter", "Result", "Constant")]
+    # A Conv's bias Add carries the Conv's ONNX name: ignore it too, so that NNCF puts no
+    # quantizer between an excluded convolution and its bias.
+    ignored = excluded + [op.get_friendly_name() for op in model.get_ordered_ops()
+                          if op.get_type_name() not in WEIGHTED_OPS + ("Parameter", "Result", "Constant")
+                          and recipe.excluded([op.get_friendly_name()])]
     overflow = {"disable": OverflowFix.DISABLE, "first_layer": OverflowFix.FIRST_LAYER,
                 "enable": OverflowFix.ENABLE}[options.overflow_fix]
     advanced = AdvancedQuantizationParameters(overflow_fix=overflow,
                                               disable_bias_correction=not options.fast_bias_correction)
-    preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}[options.preset]
+    preset = {"mixed": nncf.QuantizationPreset.MIXED,
+              "performance": nncf.QuantizationPreset.PERFORMANCE}[options.preset]
     with _nncf_output_to_stderr():
         quantized = nncf.quantize(
             model, nncf.Dataset(store), preset=preset, target_device=nncf.TargetDevice.CPU, subset_size=len(store),
             fast_bias_correction=True, model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
-            ignored_scope=nncf.IgnoredScope(names=excluded) if excluded else None, advanced_parameters=advanced)
+            ignored_scope=nncf.IgnoredScope(names=ignored, types=list(options.float_types), validate=False),
+            advanced_parameters=advanced)
     for key, value in {**(metadata or {}), "precision": "int8"}.items():
         quantized.set_rt_info(str(value), ["iplap", key])
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -65,17 +65,20 @@ class OrtOptions:
             ``percentile`` or ``entropy`` (both keep every intermediate tensor of every
             sample in memory: only for small data).
         percentile: the percentile of the ``percentile`` method.
+        moving_average: ``minmax`` with a moving average of each sample's range.
         per_channel: per-output-channel weight scales.
-        reduce_range: 7-bit weights; avoids the int16 saturation of VPMADDUBSW on x86
-            CPUs without VNNI, at the cost of one bit of weight resolution.
+        reduce_range: 7-bit weights. onnxruntime's x86 kernels without VNNI (AVX2) add
+            u8 x s8 products in pairs into int16, which saturates with 8-bit weights; with 7
+            bits it cannot, so the bundle computes the same numbers on every CPU.
         op_types: the op types to quantize: the ones that do the multiply-adds. Element-wise
             ops between them stay float, so no extra requantization error is added there.
     """
 
     method: str = "minmax"
     percentile: float = 99.999
+    moving_average: bool = False
     per_channel: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
 
     def __post_init__(self):
@@ -94,13 +97,18 @@ class NncfOptions:
         preset: ``mixed`` (asymmetric activations: the SPADE and LeakyReLU activations are
             not centred on zero) or ``performance`` (symmetric).
         fast_bias_correction: correct the bias shift that weight quantization causes.
-        overflow_fix: 7-bit weights for x86 CPUs without VNNI: ``disable``, ``first_layer``
-            (NNCF's default) or ``enable``.
+        overflow_fix: 7-bit weights, so that x86 CPUs without VNNI do not saturate their
+            int16 pair sums: ``enable`` (all layers; default, so the bundle computes the same
+            numbers on every CPU), ``first_layer`` (NNCF's default) or ``disable``.
+        float_types: op types whose inputs NNCF leaves in float. By default the SPADE and
+            AdaIN modulation (instance norm, ``x * gamma + beta``): NNCF would otherwise
+            quantize both operands of every Multiply and Add there.
     """
 
     preset: str = "mixed"
     fast_bias_correction: bool = True
-    overflow_fix: str = "first_layer"
+    overflow_fix: str = "enable"
+    float_types: tuple[str, ...] = ("Add", "Multiply", "MVN")
 
     def __post_init__(self):
         if self.preset not in NNCF_PRESETS:
@@ -109,10 +117,12 @@ class NncfOptions:
             raise RecipeError(f"unknown overflow fix {self.overflow_fix!r}: choose {', '.join(OVERFLOW_FIXES)}")
 
 
-# The layers that predict geometry or squash to [0, 1]: an int8 step there moves every
-# warped pixel or shifts every output colour; they are cheap (7x7 convs to 1-3 channels).
-FLOW_HEAD_EXCLUDE = (r"/conv_4/", r"/conv_5/conv_5\.2/", r"/conv_5/conv_5\.3/")
-TRANSLATION_EXCLUDE = (r"/translation/conv_last/", r"/translation/Sigmoid")
+# The convolutions that predict geometry or the logits of a [0, 1] output: an int8 step
+# there moves every warped pixel or shifts every output colour, and they are cheap (7x7
+# convolutions to 1-3 channels). The sigmoids after them are never quantized: only
+# multiply-add ops are (onnxruntime ``op_types``; NNCF leaves Sigmoid in float).
+FLOW_HEAD_EXCLUDE = (r"/conv_4/", r"/conv_5/conv_5\.2/")
+TRANSLATION_EXCLUDE = (r"/translation/conv1/", r"/translation/conv_last/")
 
 
 def default_graphs() -> dict[str, GraphRecipe]:
@@ -130,11 +140,12 @@ def default_graphs() -> dict[str, GraphRecipe]:
             reason="int8: 3x3 convolutions that predict the SPADE gamma/beta maps"),
         "flow_head": GraphRecipe(
             exclude=FLOW_HEAD_EXCLUDE,
-            reason="int8 except the flow convolution conv_4 and the fusion-weight output conv_5.2 + sigmoid: "
-                   "they set where every reference pixel lands and how references mix"),
+            reason="int8 except the flow convolution conv_4 and the fusion-weight logits conv_5.2 (before the "
+                   "sigmoid): they set where every reference pixel lands and how references mix"),
         "translation": GraphRecipe(
             exclude=TRANSLATION_EXCLUDE,
-            reason="int8 except the last convolution and its sigmoid, which set the output colours"),
+            reason="int8 except the first convolution (on the face and sketches) and the last one, the logits "
+                   "of the output colours (together 1.3% of its multiply-adds)"),
     }
 
 

@@ -213,6 +213,7 @@ class HeldOut:
     faces: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 128, 128), np.float32))  # fp32 (R, 3, 128, 128)
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2, 57), np.float32))  # fp32 (R, 5, 2, 57)
     frames: list[np.ndarray] = field(default_factory=list)  # fp32 output frames (R, H, W, 3) uint8
+    flows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2, 128, 128), np.float32))  # (R, U, 2, 128, 128)
 
 
 @dataclass
@@ -283,20 +284,18 @@ def record(pipeline: Pipeline, clips: list[Clip], budget: DataBudget, workdir: s
     """Run the fp32 ``pipeline`` on ``clips`` (roles assigned): record the calibration
     clips' graph inputs into ``workdir``, and the held-out clips' fp32 results."""
     workdir = Path(workdir)
-    calibration = [c for c in clips if c.role == CALIBRATION]
-    heldout_clips = [c for c in clips if c.role == HELDOUT]
-    if not calibration or not heldout_clips:
+    if not any(c.role == CALIBRATION for c in clips) or not any(c.role == HELDOUT for c in clips):
         raise CalibrationDataError("calibration needs at least one calibration and one held-out clip")
-    speeches = {}
+    runs = {CALIBRATION: [], HELDOUT: []}  # (clip, speech, renders), before the slow part starts
     for clip in clips:
         wav, renders = speech_for_renders(clip.speech(), budget.calibration_frames if clip.role == CALIBRATION
                                           else budget.heldout_frames)
         if renders < 1:
             raise CalibrationDataError(f"the speech of {clip.audio.name} ({clip.role}, from {clip.start_s:g} s) is "
                                        "too short for one frame")
-        speeches[clip] = (wav, renders)
-    total = sum(speeches[c][1] for c in calibration)
-    stride = max(1, total // budget.samples_per_graph)
+        runs[clip.role].append((clip, wav, renders))
+    total = sum(renders for _, _, renders in runs[CALIBRATION])
+    stride = max(1, math.ceil(total / budget.samples_per_graph))  # spread the samples over all frames
     stores = {name: SampleStore(workdir / "samples" / name, name) for name in GRAPH_NAMES}
     samplers = {name: _Sampler(stores[name], stride if name != "reference_encoder" else 1, budget.samples_per_graph,
                                _rotating_rows(budget.flow_head_batch) if name == "flow_head" else None)
@@ -304,15 +303,14 @@ def record(pipeline: Pipeline, clips: list[Clip], budget: DataBudget, workdir: s
     originals = graph_models(pipeline)
     try:
         set_graph_models(pipeline, {n: RecordingModel(m, samplers[n]) for n, m in originals.items()})
-        for clip in calibration:
-            wav, renders = speeches[clip]
+        for clip, wav, renders in runs[CALIBRATION]:
             log.info("recording graph inputs: %s + %s (%d frames)", clip.face.name, clip.audio.name, renders)
             avatar = _prepare(pipeline, clip)
             for _ in pipeline.stream(avatar, [wav]):
                 pass
         for sampler in samplers.values():
             sampler.active = False
-        heldout = [_run_heldout(pipeline, clip, *speeches[clip], originals) for clip in heldout_clips]
+        heldout = [_run_heldout(pipeline, clip, wav, renders, originals) for clip, wav, renders in runs[HELDOUT]]
     finally:
         set_graph_models(pipeline, originals)
     log.info("recorded %s input sets (%.0f MiB)", ", ".join(f"{n} {len(s)}" for n, s in stores.items()),
@@ -338,7 +336,7 @@ def _run_heldout(pipeline: Pipeline, clip: Clip, wav: np.ndarray, renders: int,
                    wav, renders)
     set_graph_models(pipeline, {"reference_encoder": originals["reference_encoder"]})
     result = run_frames(pipeline, held)
-    held.faces, held.landmarks, held.frames = result.faces, result.landmarks, result.frames
+    held.faces, held.landmarks, held.frames, held.flows = result.faces, result.landmarks, result.frames, result.flows
     return held
 
 
@@ -347,6 +345,7 @@ class FrameResults:
     faces: np.ndarray  # (R, 3, 128, 128)
     landmarks: np.ndarray  # (R, 5, 2, 57)
     frames: list[np.ndarray]  # (H, W, 3) uint8
+    flows: np.ndarray  # (R, U, 2, 128, 128) flow of each distinct reference, pixels
 
 
 def run_frames(pipeline: Pipeline, held: HeldOut) -> FrameResults:
@@ -356,10 +355,14 @@ def run_frames(pipeline: Pipeline, held: HeldOut) -> FrameResults:
     avatar = replace(held.avatar, references=references)
     faces: list[np.ndarray] = []
     landmarks: list[np.ndarray] = []
+    flows: list[np.ndarray] = []
     current = graph_models(pipeline)
+    captured = ("translation", "landmark_generator", "flow_head")
     set_graph_models(pipeline, {
         "translation": RecordingModel(current["translation"], lambda f, o: faces.append(o["generated_face"][0])),
-        "landmark_generator": RecordingModel(current["landmark_generator"], lambda f, o: landmarks.append(o["content"])),
+        "landmark_generator": RecordingModel(current["landmark_generator"],
+                                             lambda f, o: landmarks.append(o["content"])),
+        "flow_head": RecordingModel(current["flow_head"], lambda f, o: flows.append(o["flow"])),
     })
     frames = []
     try:
@@ -367,6 +370,5 @@ def run_frames(pipeline: Pipeline, held: HeldOut) -> FrameResults:
             if frame.index != 1 and frame.index != 2:  # the first render fills frames 0, 1, 2
                 frames.append(frame.image)
     finally:
-        set_graph_models(pipeline, {"translation": current["translation"],
-                                    "landmark_generator": current["landmark_generator"]})
-    return FrameResults(np.stack(faces), np.stack(landmarks), frames)
+        set_graph_models(pipeline, {name: current[name] for name in captured})
+    return FrameResults(np.stack(faces), np.stack(landmarks), frames, np.stack(flows))
