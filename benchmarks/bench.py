@@ -30,13 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from importlib import metadata as _metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import IplapError
+from ..runtime.bundle import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -243,13 +243,8 @@ def machine_info() -> dict:
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
               "amx_bf16", "amx_int8", "neon", "asimd")
     info["instruction_sets"] = [f for f in wanted if f in flags]
-    versions = {}
-    for package in ("iplap", "numpy", "onnxruntime", "openvino", "numba", "opencv-python-headless", "av", "torch",
-                    "nncf", "matplotlib"):
-        try:
-            versions[package] = _metadata.version(package)
-        except _metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(("iplap", "numpy", "onnxruntime", "openvino", "numba", "opencv-python-headless",
+                                 "av", "torch", "nncf", "matplotlib"), missing=None)
     info["packages"] = versions
     return info
 
@@ -368,7 +363,7 @@ def _fmt(value, spec: str, none: str = "n/a") -> str:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# iplap bench\n",
+    lines = ["# iplap bench\n",
              f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {' '.join(m['instruction_sets'])}; "
              f"onnxruntime {m['packages'].get('onnxruntime')}, openvino {m['packages'].get('openvino')}.\n",
              "Time per rendered frame: median [min-max] over repeats. Accuracy against the fp32 exact path "

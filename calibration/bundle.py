@@ -10,17 +10,13 @@ graph entry points to its new files, and every file's sha256 is recomputed, so
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BundleError, IplapError
-from ..runtime.bundle import FORMAT_VERSION, MANIFEST, Bundle, sha256_file
+from ..runtime.bundle import FORMAT_VERSION, Bundle, write_bundle_atomically
 
 log = logging.getLogger(__name__)
 
@@ -83,28 +79,16 @@ def write_bundle(source: Bundle, out: Path, tag: str, replacements: dict[str, Gr
             sources[rel[:-4] + ".bin"] = files.openvino.with_suffix(".bin")
             entry["openvino"] = rel
         entry.pop("max_error_vs_torch", None)  # an fp32 export check; the gate's figures replace it
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(work: Path) -> dict:
         for rel in source.manifest["files"]:
-            if rel in replaced:
-                continue
-            _copy(source.root / rel, work / rel)
+            if rel not in replaced:
+                _copy(source.root / rel, work / rel)
         for rel, path in sources.items():
             _copy(path, work / rel)
-        manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        manifest["files"] = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
-                             if p.is_file()}
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        work.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    log.info("wrote bundle %s", out)
-    return Bundle.load(out)
+        return manifest
+
+    return write_bundle_atomically(out, fill)
 
 
 def _copy(src: Path, dst: Path) -> None:

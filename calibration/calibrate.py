@@ -23,13 +23,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata as _metadata
 from pathlib import Path
 
 from .. import __version__
 from ..errors import IplapError
 from ..runtime.backends import BackendConfig, InferenceModel, load_model, openvino_core
-from ..runtime.bundle import GRAPH_BY_NAME, Bundle
+from ..runtime.bundle import GRAPH_BY_NAME, Bundle, package_versions
 from ..runtime.pipeline import Pipeline, PipelineConfig
 from .bundle import GraphFiles, check_destination, check_source, write_bundle
 from .evaluate import Evaluator, Metrics
@@ -137,13 +136,7 @@ class CalibrationResult:
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {"iplap": __version__}
-    for package in ("onnx", "onnxruntime", "openvino", "nncf"):
-        try:
-            versions[package] = _metadata.version(package)
-        except _metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return {"iplap": __version__, **package_versions(("onnx", "onnxruntime", "openvino", "nncf"))}
 
 
 def executed_precision(model: InferenceModel) -> str:

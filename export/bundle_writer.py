@@ -6,14 +6,8 @@ place only when every graph has passed its check, so a failed export leaves noth
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from importlib import metadata as _metadata
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +18,7 @@ from ..errors import IplapError
 from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
 from ..models.checkpoint import sha256_file
 from ..models.warp import fuse_warped
-from ..runtime.bundle import CONSTANTS, FORMAT_VERSION, MANIFEST, Bundle, GraphSpec
+from ..runtime.bundle import CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, package_versions, write_bundle_atomically
 from .graphs import ExportableGraph, build_graphs, example_inputs
 from .onnx_export import OPSET, export_graph
 
@@ -90,13 +84,7 @@ def check_cases(spec: GraphSpec, golden: tuple[torch.Tensor, ...], seed: int = 0
 
 
 def tool_versions() -> dict[str, str]:
-    versions = {"iplap": __version__}
-    for package in ("torch", "onnx", "onnxruntime", "openvino"):
-        try:
-            versions[package] = _metadata.version(package)
-        except _metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return {"iplap": __version__, **package_versions(("torch", "onnx", "onnxruntime", "openvino"))}
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -115,9 +103,8 @@ def export_bundle(config: ExportConfig) -> Bundle:
     metadata = {f"{name}_sha256": info["sha256"] for name, info in checkpoint_info.items()}
     metadata["precision"] = "fp32"
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(work: Path) -> dict:
         golden = golden_cases(landmark_generator, renderer)
         graphs: dict[str, dict] = {}
         graph: ExportableGraph
@@ -134,11 +121,10 @@ def export_bundle(config: ExportConfig) -> Bundle:
         face_models: dict[str, str] = {}
         if config.face_models:
             face_models = _export_face_models(work / "face", config.mediapipe_wheel, work)
-        files = {_rel(p, work): sha256_file(p) for p in sorted(work.rglob("*")) if p.is_file()}
-        manifest = {
+        return {
             "format": "iplap-bundle",
             "format_version": FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": None,  # set when the bundle is written
             "precision": "fp32",
             "quantization": None,
             "opset": config.opset,
@@ -147,18 +133,9 @@ def export_bundle(config: ExportConfig) -> Bundle:
             "constants": CONSTANTS,
             "graphs": graphs,
             "face_models": face_models,
-            "files": files,
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        work.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    log.info("wrote bundle %s", out)
-    return Bundle.load(out)
+
+    return write_bundle_atomically(out, fill)
 
 
 def _export_face_models(out_dir: Path, wheel: Path | None, root: Path) -> dict[str, str]:
