@@ -114,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             results["stages"].append(stage_times(args.bundle, backend, args.refs, args.threads, args.frames, Path(tmp)))
         for seconds in [float(s) for s in args.memory.split(",") if s]:
             print(f"peak memory of iplap run on {seconds:g} s...", file=sys.stderr)
-            results["memory"].append(peak_memory(args.bundle, seconds, args.memory_refs, args.threads, Path(tmp)))
+            m = peak_memory(args.bundle, seconds, args.memory_refs, args.threads, Path(tmp))
+            results["memory"].append(m)
+            print(f"peak RSS, {m['seconds']:g} s of video and speech ({m['frames']} frames, N={args.memory_refs}): "
+                  f"{m['peak_rss_mb']:.0f} MB (run took {m['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     for r in results["stages"]:
         print(f"\n{r['backend']}, N={r['refs']}, {r['threads']} threads: {r['seconds_per_frame']:.3f} s/frame; "
               f"first frame {r['first_frame_latency_s']:.2f} s; prepare {r['prepare_s']:.1f} s; face tracking "
@@ -124,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in sorted(r["stages_s"].items(), key=lambda kv: -kv[1]):
             print(f"| {k} | {v:.4f} |")
     for m in results["memory"]:
-        print(f"\npeak RSS, {m['seconds']:g} s of video and speech ({m['frames']} frames, N={args.memory_refs}): "
-              f"{m['peak_rss_mb']:.0f} MB (run took {m['wall_s']:.0f} s)")
+        print(f"\npeak RSS, {m['seconds']:g} s ({m['frames']} frames, N={args.memory_refs}): {m['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

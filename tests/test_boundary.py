@@ -45,3 +45,17 @@ def test_runtime_sources_do_not_import_export_packages():
             if len(words) >= 2 and words[0] in ("import", "from") and words[1].split(".")[0] in BLOCKED:
                 offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert offenders == []
+
+
+def test_installed_package_has_every_data_file():
+    """A non-editable install (as in CI) must carry the data files the code reads: every
+    non-Python file in the package's folders is installed beside the modules."""
+    import iplap
+
+    installed = Path(iplap.__file__).resolve().parent
+    folders = ("runtime", "export", "calibration", "models", "benchmarks", "samples")
+    data = [p.relative_to(ROOT) for folder in folders for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert data  # the goldens' inputs, the checkpoint key list, the samples
+    missing = [str(rel) for rel in data if not (installed / rel).is_file()]
+    assert not missing, f"not installed (add them to package-data in pyproject.toml): {missing}"
