@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BundleError, IplapError
-from ..runtime.bundle import FORMAT_VERSION, Bundle, write_bundle_atomically
+from ..errors import BundleError
+from ..runtime.bundle import FORMAT_VERSION, Bundle, check_destination, write_bundle_atomically
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ class GraphFiles:
 
     onnx: Path | None = None
     openvino: Path | None = None  # the .xml; its .bin sits beside it
-
-
-def check_destination(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise IplapError(f"{out} already exists (pass --force to replace it)")
 
 
 def write_bundle(source: Bundle, out: Path, tag: str, replacements: dict[str, GraphFiles], manifest_update: dict,

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import IplapError
 from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
 from ..models.checkpoint import sha256_file
 from ..models.warp import fuse_warped
-from ..runtime.bundle import CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, package_versions, write_bundle_atomically
+from ..runtime.bundle import (CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, check_destination, package_versions,
+                              write_bundle_atomically)
 from .graphs import ExportableGraph, build_graphs, example_inputs
 from .onnx_export import OPSET, export_graph
 
@@ -94,15 +94,13 @@ def _rel(path: Path, root: Path) -> str:
 def export_bundle(config: ExportConfig) -> Bundle:
     """Export, check and write a bundle; returns it loaded and verified."""
     out = Path(config.out)
-    if out.exists() and not config.overwrite:
-        raise IplapError(f"{out} already exists (pass --force to replace it)")
+    check_destination(out, config.overwrite)
     landmark_generator = load_landmark_generator(config.landmark_checkpoint)
     renderer = load_renderer(config.renderer_checkpoint)
     checkpoints = {"landmark_generator": config.landmark_checkpoint, "renderer": config.renderer_checkpoint}
     checkpoint_info = {name: {"file": Path(p).name, "sha256": sha256_file(p)} for name, p in checkpoints.items()}
     metadata = {f"{name}_sha256": info["sha256"] for name, info in checkpoint_info.items()}
     metadata["precision"] = "fp32"
-
 
     def fill(work: Path) -> dict:
         golden = golden_cases(landmark_generator, renderer)

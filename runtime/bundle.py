@@ -115,6 +115,12 @@ def package_versions(packages: Iterable[str], missing: str | None = "not install
     return versions
 
 
+def check_destination(out: str | Path, overwrite: bool) -> None:
+    """Refuse to replace an existing bundle unless asked to (checked before any long work)."""
+    if Path(out).exists() and not overwrite:
+        raise BundleError(f"{out} already exists (pass --force to replace it)")
+
+
 def write_bundle_atomically(out: str | Path, fill: Callable[[Path], dict]) -> "Bundle":
     """Create the bundle folder ``out`` all at once, or not at all.
 
