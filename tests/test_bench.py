@@ -11,12 +11,16 @@ from iplap.cli import main
 pytest.importorskip("matplotlib")
 
 
+def _reject(constant):
+    raise ValueError(f"results.json holds {constant}, which is not JSON")
+
+
 def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["bench", "--bundle", str(bundle_dir), "--out", str(out), "--quick", "--threads", "2", "--quiet"])
     err = capsys.readouterr().err
     assert code == 0, err
-    report = json.loads((out / "results.json").read_text())
+    report = json.loads((out / "results.json").read_text(), parse_constant=_reject)  # strict JSON
     assert report["machine"]["cores"] >= 1 and "instruction_sets" in report["machine"]
     assert report["machine"]["packages"]["onnxruntime"]
     results = report["results"]
@@ -26,7 +30,8 @@ def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
         assert r["seconds_per_frame"] > 0 and r["peak_rss_mb"] > 100
         assert set(r["stages"]) >= {"landmarks", "flow_modulations", "flow_head", "translation", "warp", "blend",
                                     "encode"}
-        assert r["psnr"] is not None and r["psnr"] > 45  # fp32 on either backend is the exact path
+        # fp32 on either backend is the exact path: identical on onnxruntime (psnr null), rounding on OpenVINO.
+        assert r["identical"] or r["psnr"] > 45
     baseline = report["torch_baseline"]
     assert isinstance(baseline, dict) and baseline["5"]["seconds_per_frame"] > 0
     assert all(r["speedup_vs_torch"] > 0 for r in results)
