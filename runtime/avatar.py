@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import IplapError
 from .landmarks import N_POSE, normalise_to_box
-from .media import FrameTimeline
+from .media import FrameTimeline, move_into_place
 from .renderer import References
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Avatar:
                     "options": self.options, "members": members,
                 }
                 archive.writestr("avatar.json", json.dumps(meta, indent=2))
-            os.replace(tmp, path)
+            move_into_place(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

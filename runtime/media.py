@@ -334,6 +334,16 @@ class StillFrames:
 
 # -- output ---------------------------------------------------------------------------------
 
+
+def move_into_place(tmp: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file to ``path``, with the permissions a file created
+    there plainly would get (``mkstemp`` makes it private to its owner)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 class VideoWriter:
     """H.264 mp4 with AAC audio, written to a temporary file and renamed on success.
 
@@ -460,7 +470,7 @@ class VideoWriter:
         if self._audio is not None:
             self._mux_audio(None)
         self.container.close()
-        os.replace(self._tmp, self.path)
+        move_into_place(self._tmp, self.path)
         self._done = True
         return self.path
 

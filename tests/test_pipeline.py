@@ -77,6 +77,9 @@ def test_run_photo_writes_mp4_with_audio(bundle_dir, tmp_path, capsys):
         frames = sum(1 for _ in container.decode(video))
     assert frames == len(mel_windows(1 + 8000 // 200)) == 9  # one frame per mel window
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temporary file's private mode
 
 
 def test_photo_renders_only_the_face_region(pipeline, tmp_path):
@@ -128,6 +131,7 @@ def test_avatar_round_trip_gives_the_same_video(pipeline, bundle_dir, clip, tmp_
     assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb))
     loaded = Avatar.load(avatar_path)
     assert loaded.references.count == REFS and loaded.n_frames == 25
+    assert avatar_path.stat().st_mode & 0o044 == b.stat().st_mode & 0o044  # readable like other outputs
 
 
 def test_avatar_from_another_bundle_is_stale(pipeline, tmp_path, bundle_dir):
