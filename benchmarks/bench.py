@@ -25,7 +25,6 @@ import logging
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 
 from ..errors import IplapError
 from ..runtime.bundle import package_versions
+from .timing import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warm
     stage_median = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in STAGES}
     return {"seconds_per_frame": statistics.median(per_frame), "seconds_min": min(per_frame),
             "seconds_max": max(per_frame), "stages": stage_median, "first_frame_seconds": first_frame,
-            "prepare_seconds": prepare_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "prepare_seconds": prepare_s, "peak_rss_mb": peak_rss_mb()}
 
 
 def _torch_baseline(bundle: str, checkpoint: str | None, clip: str, speech: str, refs: int, threads: int,
@@ -211,7 +211,7 @@ def _torch_baseline(bundle: str, checkpoint: str | None, clip: str, speech: str,
             renderer(*args)
             times.append(time.perf_counter() - start)
     return {"seconds_per_frame": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def _in_process(target, *args) -> dict:

@@ -12,7 +12,8 @@ Usage::
 * First-frame latency: from the start of streaming an already prepared avatar to the
   first frame out.
 * Memory: ``iplap run`` in a child process on a face video and speech both ``S`` seconds
-  long, for each ``S`` in ``--memory``; the child's peak RSS (ru_maxrss) is reported.
+  long, for each ``S`` in ``--memory``; the child's peak RSS (VmHWM, see
+  :func:`iplap.benchmarks.timing.peak_rss_mb`) is reported.
   This runs the whole product, so it takes as long as rendering ``25 * S`` frames.
 """
 
@@ -83,16 +84,16 @@ def peak_memory(bundle: Path, seconds: float, refs: int, threads: int, tmp: Path
 
     clip = write_clip(tmp / f"clip{seconds:g}.mp4", head_motion_frames(seconds, size=512))
     speech = _speech(seconds, tmp / f"speech{seconds:g}.wav")
-    code = ("import resource, sys; from iplap.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    code = ("import sys; from iplap.cli import main; from iplap.benchmarks.timing import peak_rss_mb; "
+            "rc = main(sys.argv[1:]); print('PEAK_RSS_MB', peak_rss_mb()); sys.exit(rc)")
     args = [sys.executable, "-c", code, "run", "--bundle", str(bundle), "--face", str(clip), "--audio", str(speech),
             "--out", str(tmp / f"out{seconds:g}.mp4"), "--refs", str(refs), "--threads", str(threads), "--quiet"]
     start = time.perf_counter()
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "iplap run failed")
-    peak_kb = next(int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK_RSS_KB"))
-    return {"seconds": seconds, "frames": int(seconds * 25), "peak_rss_mb": peak_kb / 1024,
+    peak = next(float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK_RSS_MB"))
+    return {"seconds": seconds, "frames": int(seconds * 25), "peak_rss_mb": peak,
             "wall_s": time.perf_counter() - start}
 
 

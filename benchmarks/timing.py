@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this address space.
+    ``ru_maxrss`` is not used there: it survives ``execve``, so a child process started by a
+    large parent reports the parent's size at fork time as its own peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if peak > 2**31 else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 @dataclass
