@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-GRAPHS = ("landmark_generator", "reference_encoder", "flow_modulations", "flow_head", "translation")
+from ..runtime.bundle import GRAPH_NAMES as GRAPHS
+
 RENDERER_STAGES = ("flow_modulations", "flow_head", "warp", "translation")
 
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ..errors import IplapError
+from ..runtime.bundle import GRAPH_NAMES as GRAPHS
 
-GRAPHS = ("landmark_generator", "reference_encoder", "flow_modulations", "flow_head", "translation")
 
 _DESCRIPTION = """\
 Make an int8 (or bf16 / fp16) bundle from an fp32 bundle, and keep it only if it passes an

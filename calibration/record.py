@@ -36,7 +36,7 @@ from ..errors import IplapError, MediaError
 from ..runtime.audio import SAMPLE_RATE, MelConfig, load_audio
 from ..runtime.avatar import Avatar
 from ..runtime.backends import InferenceModel
-from ..runtime.bundle import GRAPH_BY_NAME, sha256_file
+from ..runtime.bundle import GRAPH_NAMES, sha256_file
 from ..runtime.media import IMAGE_SUFFIXES
 from ..runtime.pipeline import MEL_WINDOW, MelWindows, Pipeline
 from .recipe import DataBudget
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
 CALIBRATION, HELDOUT = "calibration", "heldout"
-GRAPH_NAMES = tuple(GRAPH_BY_NAME)
 
 
 class CalibrationDataError(IplapError):

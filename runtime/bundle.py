@@ -87,6 +87,7 @@ GRAPHS: tuple[GraphSpec, ...] = (
               (TensorSpec("generated_face", (1, 3, 128, 128)),)),
 )
 GRAPH_BY_NAME = {g.name: g for g in GRAPHS}
+GRAPH_NAMES = tuple(GRAPH_BY_NAME)
 
 #: Model constants written into every manifest.
 CONSTANTS = {
