@@ -35,11 +35,11 @@ def demo_bundle(cache: Path, checkpoint_dir: Path | None = None) -> Path:
     try:
         from .export.bundle_writer import ExportConfig, export_bundle
         from .models import write_standin_checkpoints
-        from .models.checkpoint import sha256_file
     except ImportError as exc:
         raise IplapError(f"iplap demo exports a bundle and needs the export extra ({exc.name} is missing): "
                          "pip install 'iplap[export]'") from None
     from .runtime.bundle import Bundle
+    from .runtime.files import sha256_file
 
     if checkpoint_dir is None:
         checkpoint_dir = cache / "standin-checkpoints"

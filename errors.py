@@ -28,3 +28,10 @@ class NoFaceError(IplapError):
 
 class BackendError(IplapError):
     """An inference backend is missing or cannot run the requested configuration."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (libraries' messages run on for
+    pages), or its type's name when it has none: what a one-line error quotes."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

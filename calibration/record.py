@@ -36,7 +36,8 @@ from ..errors import IplapError, MediaError
 from ..runtime.audio import SAMPLE_RATE, MelConfig, load_audio
 from ..runtime.avatar import Avatar
 from ..runtime.backends import InferenceModel
-from ..runtime.bundle import GRAPH_NAMES, sha256_file
+from ..runtime.bundle import GRAPH_NAMES
+from ..runtime.files import sha256_file
 from ..runtime.media import IMAGE_SUFFIXES
 from ..runtime.pipeline import MEL_WINDOW, MelWindows, Pipeline
 from .recipe import DataBudget

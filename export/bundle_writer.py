@@ -15,10 +15,10 @@ import torch
 
 from .. import __version__
 from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
-from ..models.checkpoint import sha256_file
 from ..models.warp import fuse_warped
 from ..runtime.bundle import (CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, check_destination, package_versions,
                               write_bundle_atomically)
+from ..runtime.files import sha256_file
 from .graphs import ExportableGraph, build_graphs, example_inputs
 from .onnx_export import OPSET, export_graph
 

@@ -8,16 +8,15 @@ but the renderer's training-only ``perceptual.*`` must be present with its shape
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .landmark_generator import LandmarkGenerator
 from .renderer import Renderer
 
@@ -29,21 +28,19 @@ RENDERER_FILE = "renderer_checkpoint.pth"
 RENDERER_IGNORED_PREFIXES = ("perceptual.",)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint's state_dict, with one leading ``module.`` stripped from each key."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global it does not know: such a file runs code to load.
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
@@ -51,8 +48,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: refused: loading it would run code ({found.group(1)}); "
                                   "only plain tensor checkpoints are accepted") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint file (unreadable pickle)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError) as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint file ({type(exc).__name__})") from None
+    except PermissionError:
+        raise CheckpointError(f"{path}: cannot be read (permission denied)") from None
+    except Exception as exc:  # noqa: BLE001
+        # torch.load reports a file that is not a checkpoint with whatever its unpickler or
+        # zip reader tripped on (KeyError for a text file, RuntimeError, EOFError, ...):
+        # every one of them means "not a checkpoint", said on one line.
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file ({type(exc).__name__}: "
+                              f"{first_line(exc)[:120]})") from None
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         state = checkpoint["state_dict"]
     else:

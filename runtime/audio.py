@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MediaError
+from ..errors import MediaError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,11 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
-        raise MediaError(f"cannot decode audio from {path}: {_one_line(exc)}") from None
+        raise MediaError(f"cannot decode audio from {path}: {first_line(exc)}") from None
     if not chunks:
         raise MediaError(f"no audio samples in {path}")
     return np.concatenate(chunks, axis=0), int(rate)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _load_onnxruntime(path: Path, config: BackendConfig) -> OnnxRuntimeModel:
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        raise BackendError(f"onnxruntime cannot load {path.name}: {_first_line(exc)}") from None
+        raise BackendError(f"onnxruntime cannot load {path.name}: {first_line(exc)}") from None
     return OnnxRuntimeModel(session)
 
 
@@ -196,13 +196,9 @@ def _load_openvino(path: Path, config: BackendConfig, output_names: list[str] | 
     try:
         compiled = core.compile_model(str(path), config.device, props)
     except RuntimeError as exc:
-        raise BackendError(f"OpenVINO cannot compile {path.name} for {config.device}: {_first_line(exc)}") from None
+        raise BackendError(f"OpenVINO cannot compile {path.name} for {config.device}: {first_line(exc)}") from None
     return OpenVINOModel(compiled, output_names)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
 
 
 def for_bundle(config: BackendConfig, hint: str | None) -> BackendConfig:

@@ -13,15 +13,14 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
 from pathlib import Path
 
 from ..errors import BundleError
+from .files import create_temp_dir, replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +96,6 @@ CONSTANTS = {
 }
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_versions(packages: Iterable[str], missing: str | None = "not installed") -> dict[str, str | None]:
     """The installed version of each package (``missing`` where it is not installed)."""
     versions = {}
@@ -127,22 +118,21 @@ def write_bundle_atomically(out: str | Path, fill: Callable[[Path], dict]) -> "B
 
     ``fill(work)`` writes the bundle's files into ``work``, a temporary folder beside
     ``out``, and returns the manifest. Then the creation time and every file's sha256 are
-    added, the manifest is written, and the folder replaces ``out`` in one rename. On any
-    error the temporary folder is removed, so a failed export or calibration leaves nothing.
+    added, the manifest is written, and the folder replaces ``out`` in one step (see
+    :func:`~iplap.runtime.files.replace_dir`: an existing bundle is swapped out, never
+    removed first). On any error the temporary folder is removed, so a failed export or
+    calibration leaves nothing and an old bundle stays as it was.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = create_temp_dir(out.parent, f".{out.name}.")
     try:
         manifest = fill(work)
         manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         manifest["files"] = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
                              if p.is_file()}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        work.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
+        replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

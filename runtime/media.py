@@ -25,7 +25,7 @@ from typing import BinaryIO, Callable, Union
 import cv2
 import numpy as np
 
-from ..errors import MediaError
+from ..errors import MediaError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class _Opened:
                 self.container = av.open(str(source))
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._close_file()
-            raise MediaError(f"cannot open {_name(source)} as {what}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot open {_name(source)} as {what}: {first_line(exc)}") from None
 
     def _close_file(self) -> None:
         if self.file is not None:
@@ -164,10 +164,6 @@ def _open_container(source: MediaSource) -> _Opened:
         raise MediaError(f"{_name(source)} has no video stream")
     return opened
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
 
 
 def is_image_file(path: Path) -> bool:
@@ -220,7 +216,7 @@ class VideoScan:
             for _ in self.builder.finish(duration):
                 yield previous
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode video {_name(self.path)}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot decode video {_name(self.path)}: {first_line(exc)}") from None
         finally:
             opened.close()
 
@@ -277,7 +273,7 @@ class VideoFrames:
         try:
             self._container.container.seek(int(self.timeline.source_pts[source]), stream=stream, backward=True, any_frame=False)
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot seek in {_name(self.path)}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot seek in {_name(self.path)}: {first_line(exc)}") from None
         self._decoder = self._container.container.decode(stream)
         self._next_source = -1  # unknown until the first frame arrives
         self._keep_from = source
@@ -297,7 +293,7 @@ class VideoFrames:
                 if index >= source:
                     break
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode video {_name(self.path)}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot decode video {_name(self.path)}: {first_line(exc)}") from None
         if source not in self.cache:
             raise MediaError(f"{_name(self.path)}: frame {source} could not be decoded again (the file changed?)")
         return self.cache[source]
@@ -398,7 +394,7 @@ class VideoWriter:
         try:
             source = av.open(str(audio_path))
         except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"cannot open audio {audio_path}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot open audio {audio_path}: {first_line(exc)}") from None
         if not source.streams.audio:
             source.close()
             raise MediaError(f"{audio_path} has no audio track")
@@ -461,7 +457,7 @@ class VideoWriter:
                     source.close()
                     return
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode audio {self.audio_path}: {_first_line(exc)}") from None
+            raise MediaError(f"cannot decode audio {self.audio_path}: {first_line(exc)}") from None
 
     def close(self) -> Path:
         """Flush, mux the audio, and move the file into place."""

@@ -34,7 +34,8 @@ from ..errors import IplapError, MediaError, NoFaceError
 from .audio import SAMPLE_RATE, MelConfig, MelStream, load_audio
 from .avatar import Avatar, FaceTrack
 from .backends import BackendConfig
-from .bundle import Bundle, sha256_file
+from .bundle import Bundle
+from .files import sha256_file
 from .compose import blend_face, face_to_uint8
 from .landmarks import N_POSE, crop_box, lip_openness, pingpong_index, select_references, split_pose_content
 from .media import FPS, StillFrames, VideoFrames, VideoScan, VideoWriter, is_image_file, read_image

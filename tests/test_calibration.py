@@ -20,7 +20,8 @@ from iplap.calibration.record import (CALIBRATION, HELDOUT, CalibrationDataError
                                       count_renders, discover_clips, speech_for_renders)
 from iplap.runtime.audio import load_audio, mel_windows
 from iplap.runtime.backends import BackendConfig
-from iplap.runtime.bundle import Bundle, sha256_file
+from iplap.runtime.bundle import Bundle
+from iplap.runtime.files import sha256_file
 from iplap.runtime.pipeline import Pipeline, PipelineConfig
 from iplap.samples import FACE_IMAGE, SPEECH_16K
 from iplap.samples.clip import head_motion_frames, write_clip

@@ -21,7 +21,7 @@ def test_manifest_records_provenance(bundle_dir, standin_checkpoints):
     assert manifest["format_version"] == FORMAT_VERSION and manifest["precision"] == "fp32"
     assert manifest["opset"] == 17
     assert set(manifest["versions"]) >= {"torch", "onnx", "openvino", "onnxruntime", "iplap"}
-    from iplap.models.checkpoint import sha256_file
+    from iplap.runtime.files import sha256_file
     assert manifest["checkpoints"]["renderer"]["sha256"] == sha256_file(standin_checkpoints["renderer"])
     assert manifest["constants"]["T"] == 5 and manifest["constants"]["Nl"] == 15
     assert manifest["constants"]["mel"]["hop"] == 200
@@ -94,11 +94,37 @@ def test_missing_bundle(tmp_path):
         Bundle.load(tmp_path / "nope")
 
 
-def test_cli_export_with_a_bad_checkpoint_exits_2_and_writes_nothing(tmp_path, capsys, standin_checkpoints):
+def _zip_not_torch(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+
+
+def _truncated_checkpoint(path, source):
+    data = source.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+# Files that are not checkpoints, each of which torch.load reports with another exception
+# (a text file gave a KeyError traceback from torch's unpickler).
+BAD_CHECKPOINTS = {
+    "garbage": lambda p, src: p.write_bytes(b"garbage"),
+    "text": lambda p, src: p.write_text("renderer weights are on the shared drive\n"),
+    "empty": lambda p, src: p.write_bytes(b""),
+    "random": lambda p, src: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+    "zip_not_torch": lambda p, src: _zip_not_torch(p),
+    "truncated": _truncated_checkpoint,
+    "folder": lambda p, src: p.mkdir(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
+def test_cli_export_with_a_bad_checkpoint_exits_2_and_writes_nothing(tmp_path, capsys, standin_checkpoints, kind):
     bad = tmp_path / "ckpt"
     bad.mkdir()
     shutil.copy(standin_checkpoints["landmark_generator"], bad / "landmarkgenerator_checkpoint.pth")
-    (bad / "renderer_checkpoint.pth").write_bytes(b"garbage")
+    BAD_CHECKPOINTS[kind](bad / "renderer_checkpoint.pth", standin_checkpoints["renderer"])
     code = main(["export", "--checkpoint-dir", str(bad), "--out", str(tmp_path / "bundle"), "--no-face-models"])
     err = capsys.readouterr().err
     assert code == 2 and "renderer_checkpoint.pth" in err and "Traceback" not in err
