@@ -1,9 +1,13 @@
-"""Audio: decode any file to 16 kHz mono float32, and the mel spectrogram in numpy.
+"""Audio: decode speech once, the 16 kHz mono signal the model hears, and the mel spectrogram.
 
-Decoding tries soundfile first (wav, flac, ogg, and mp3 with libsndfile >= 1.1), then
-PyAV (anything FFmpeg reads: m4a, aac, opus, the audio track of a video). Channels are
-averaged to mono, as ``librosa.load`` does, then resampled to 16 kHz with FFmpeg's
-windowed-sinc resampler (libswresample, through PyAV).
+Decoding (:func:`load_speech`) tries soundfile first (wav, flac, ogg, mp3), as librosa
+does, then PyAV (anything FFmpeg reads: m4a/aac, opus, the audio track of a video). It
+keeps the samples at their own rate and channels (:class:`Speech`): the output video's
+audio track is encoded from them, so what is heard is what drove the lips, at full quality.
+
+What the model hears (:meth:`Speech.for_model`) is what the original reads with
+``librosa.core.load(path, sr=16000)`` (librosa 0.9.2): channels averaged, then resampled
+with resampy's ``kaiser_best`` filter (:mod:`.resample`).
 
 The mel spectrogram is Wav2Lip's, which IP_LAP uses: pre-emphasis 0.97, a centred STFT
 (reflect padding, n_fft 800, hop 200, periodic Hann window), magnitude, 80 Slaney mel
@@ -13,17 +17,17 @@ bands from 55 to 7600 Hz, dB, and symmetric normalisation to [-4, 4]; 80 frames 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MediaError, first_line
+from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
+from .resample import resample_like_librosa
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -49,34 +53,80 @@ class MelConfig:
 
 # -- decoding -------------------------------------------------------------------------------
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sample_rate``; raises :class:`MediaError`."""
+@dataclass(frozen=True, eq=False)  # holds an array: compare fields, not objects
+class Speech:
+    """Decoded speech at its own sample rate, all channels.
+
+    Attributes:
+        samples: (frames, channels) float32 in [-1, 1].
+        sample_rate: the file's own rate (Hz).
+        layout: FFmpeg's name of the channel layout ("mono", "stereo", "5.1", ...).
+        name: the file's name, for messages.
+    """
+
+    samples: np.ndarray = field(repr=False)
+    sample_rate: int
+    layout: str
+    name: str = "speech"
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
+    def mono(self) -> np.ndarray:
+        """The channels averaged in float32, as ``librosa.to_mono`` does."""
+        if self.channels == 1:
+            return np.ascontiguousarray(self.samples[:, 0])
+        return np.mean(self.samples, axis=1, dtype=np.float32)
+
+    def for_model(self) -> np.ndarray:
+        """What the model hears: mono at 16 kHz, as the original reads speech."""
+        return resample_like_librosa(self.mono(), self.sample_rate, SAMPLE_RATE)
+
+
+def load_speech(path: str | Path) -> Speech:
+    """Decode ``path`` once, at its own rate; raises :class:`MediaError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise MediaError(f"audio path is a folder: {path}")
     if not path.is_file():
         raise MediaError(f"audio file not found: {path}")
     if path.stat().st_size == 0:
         raise MediaError(f"audio file is empty: {path}")
-    decoded = _decode_soundfile(path)
-    if decoded is None:
-        decoded = _decode_pyav(path)
-    samples, rate = decoded
-    if samples.size == 0:
+    speech = _decode_soundfile(path) or _decode_pyav(path)
+    if speech.samples.shape[0] == 0:
         raise MediaError(f"no audio samples in {path}")
-    mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32) if samples.ndim == 2 else samples
-    return resample(mono, rate, sample_rate)
+    if not np.isfinite(speech.samples).all():
+        raise MediaError(f"{path}: the audio holds NaN or infinite samples")
+    return speech
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode ``path`` to what the model hears: mono float32 at 16 kHz."""
+    return load_speech(path).for_model()
+
+
+_SOUNDFILE_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+def _decode_soundfile(path: Path) -> Speech | None:
     import soundfile
 
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None  # not a format libsndfile reads; PyAV gets its turn
-    return samples, rate
+    channels = samples.shape[1]
+    if channels not in _SOUNDFILE_LAYOUTS:
+        return None  # PyAV knows the layout of multichannel files
+    return Speech(samples, int(rate), _SOUNDFILE_LAYOUTS[channels], path.name)
 
 
-def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
+def _decode_pyav(path: Path) -> Speech:
     import av
 
     try:
@@ -85,8 +135,9 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
                 raise MediaError(f"{path} has no audio track")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate or stream.rate
-            # Convert to packed float at the stream's own rate; channel mixing is ours.
-            converter = av.AudioResampler(format="flt", layout=stream.codec_context.layout, rate=rate)
+            layout = stream.codec_context.layout
+            # Convert to packed float at the stream's own rate and layout; mixing is ours.
+            converter = av.AudioResampler(format="flt", layout=layout, rate=rate)
             chunks = []
             for frame in container.decode(stream):
                 for out in converter.resample(frame):
@@ -97,50 +148,9 @@ def _decode_pyav(path: Path) -> tuple[np.ndarray, int]:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
         raise MediaError(f"cannot decode audio from {path}: {first_line(exc)}") from None
-    if not chunks:
+    if not chunks or not rate:
         raise MediaError(f"no audio samples in {path}")
-    return np.concatenate(chunks, axis=0), int(rate)
-
-
-
-def resample(samples: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling of mono float32 audio (libswresample's windowed sinc)."""
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    if rate_in == rate_out:
-        return samples
-    resampler = StreamResampler(rate_in, rate_out)
-    return np.concatenate([resampler.push(samples), resampler.flush()])
-
-
-class StreamResampler:
-    """Chunked resampling of mono float32 audio; the output does not depend on chunk sizes."""
-
-    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE):
-        import av
-
-        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
-        self._av = av
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate_out)
-        self._pts = 0
-
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
-        if samples.shape[1] == 0:
-            return np.zeros(0, np.float32)
-        frame = self._av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-        frame.sample_rate = self.rate_in
-        frame.pts = self._pts
-        self._pts += samples.shape[1]
-        return self._collect(self._resampler.resample(frame))
-
-    def flush(self) -> np.ndarray:
-        return self._collect(self._resampler.resample(None))
-
-    @staticmethod
-    def _collect(frames) -> np.ndarray:
-        if not frames:
-            return np.zeros(0, np.float32)
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+    return Speech(np.concatenate(chunks, axis=0), int(rate), layout.name, path.name)
 
 
 # -- mel spectrogram ------------------------------------------------------------------------
@@ -300,20 +310,6 @@ class MelStream:
         return _normalise_db(self._basis @ magnitude, cfg)[:, :count].astype(np.float32)
 
 
-def stft_magnitude(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
-    """|STFT| (n_fft//2 + 1, frames), centred with reflect padding, in float64."""
-    pad = config.n_fft // 2
-    if wav.size <= pad:
-        raise MediaError(f"audio too short: {wav.size} samples (at least {pad + 1} needed)")
-    padded = np.pad(wav, pad, mode="reflect")
-    n_frames = 1 + (padded.size - config.n_fft) // config.hop
-    window = np.zeros(config.n_fft)
-    offset = (config.n_fft - config.win) // 2
-    window[offset:offset + config.win] = _hann(config.win)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, config.n_fft)[::config.hop][:n_frames]
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T
-
-
 def melspectrogram(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarray:
     """Normalised log-mel spectrogram (n_mels, frames) of 16 kHz mono audio, float32.
 
@@ -323,16 +319,77 @@ def melspectrogram(wav: np.ndarray, config: MelConfig = MelConfig()) -> np.ndarr
     return np.concatenate([stream.push(wav), stream.finish()], axis=1)
 
 
-def mel_windows(n_mel_frames: int, fps: float = 25.0, window: int = 16,
-                mel_fps: float = MelConfig().frames_per_second) -> list[int]:
-    """Start index of each mel window: ``int(i * mel_fps / fps)`` while the window fits.
+# -- windows: the audio of each video frame ---------------------------------------------------
 
-    One output video frame per window (the original's ``mel_chunks``).
+@dataclass
+class MelWindows:
+    """The mel frames received so far, and the original's 16-frame windows over them.
+
+    Window ``w`` starts at mel frame ``int(w * 80 / 25)`` (the original's ``mel_chunks``);
+    the video has one frame per complete window.
     """
-    step = mel_fps / fps
-    starts = []
-    i = 0
-    while int(i * step) + window <= n_mel_frames:
-        starts.append(int(i * step))
-        i += 1
-    return starts
+
+    fps: float = FPS
+    mel_fps: float = MelConfig().frames_per_second
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((MelConfig().n_mels, 0), np.float32))
+    offset: int = 0  # absolute index of frames[:, 0]
+
+    def extend(self, new: np.ndarray) -> None:
+        if new.shape[1]:
+            self.frames = np.concatenate([self.frames, new], axis=1)
+
+    def start(self, w: int) -> int:
+        return int(w * (self.mel_fps / self.fps))
+
+    @property
+    def available(self) -> int:
+        """How many windows are complete."""
+        total = self.offset + self.frames.shape[1]
+        count = 0 if total < MEL_WINDOW else int((total - MEL_WINDOW) / (self.mel_fps / self.fps)) + 2
+        while count > 0 and self.start(count - 1) + MEL_WINDOW > total:
+            count -= 1
+        return count
+
+    def window(self, w: int) -> np.ndarray:
+        s = self.start(w) - self.offset
+        if s < 0:
+            raise IndexError(f"mel window {w} was already dropped")
+        return self.frames[:, s:s + MEL_WINDOW]
+
+    def drop_before(self, w: int) -> None:
+        """Forget frames that no window >= w needs (keeps memory flat on long speech)."""
+        keep = self.start(max(0, w)) - self.offset
+        if keep > 0:
+            self.frames = self.frames[:, keep:]
+            self.offset += keep
+
+
+def count_windows(n_mel_frames: int) -> int:
+    """Complete windows in ``n_mel_frames`` mel frames: the output video's frame count."""
+    return MelWindows(frames=np.zeros((MelConfig().n_mels, n_mel_frames), np.float32)).available
+
+
+def mel_frame_count(n_samples: int, config: MelConfig = MelConfig()) -> int:
+    """Mel frames of ``n_samples`` samples at 16 kHz (centred frames, one per hop)."""
+    return 1 + n_samples // config.hop
+
+
+#: Peak amplitude below which speech counts as silence (-80 dBFS).
+SILENCE_PEAK = 1e-4
+#: Output frames that one render of the landmark window needs the audio of (windows 0..2).
+_FIRST_RENDER_WINDOWS = 3
+
+
+def min_speech_seconds() -> float:
+    """The shortest speech that gives one output frame (three mel windows)."""
+    n_mel = MelWindows().start(_FIRST_RENDER_WINDOWS - 1) + MEL_WINDOW
+    return ((n_mel - 1) * MelConfig().hop + 1) / SAMPLE_RATE
+
+
+def check_speech(wav: np.ndarray, name: str = "the audio") -> None:
+    """Refuse 16 kHz speech that is silent or too short for one output frame."""
+    if wav.size == 0 or float(np.abs(wav).max()) < SILENCE_PEAK:
+        raise MediaError(f"{name} is silent (peak below -80 dBFS): there is no speech to lip-sync")
+    if count_windows(mel_frame_count(wav.size)) < _FIRST_RENDER_WINDOWS:
+        raise MediaError(f"{name} is too short: {wav.size / SAMPLE_RATE:.2f} s; at least "
+                         f"{min_speech_seconds():.2f} s are needed for one output frame")

@@ -20,6 +20,8 @@ from importlib import metadata as _metadata
 from pathlib import Path
 
 from ..errors import BundleError
+from .audio import MelConfig
+from .constants import DEFAULT_REFS, FPS, IMAGE_SIZE, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES
 from .files import create_temp_dir, replace_dir, sha256_file
 
 log = logging.getLogger(__name__)
@@ -90,9 +92,10 @@ GRAPH_NAMES = tuple(GRAPH_BY_NAME)
 
 #: Model constants written into every manifest.
 CONSTANTS = {
-    "T": 5, "Nl": 15, "default_refs": 25, "image_size": 128, "fps": 25,
-    "mel": {"sample_rate": 16000, "n_fft": 800, "hop": 200, "win": 800, "n_mels": 80, "fmin": 55,
-            "fmax": 7600, "preemphasis": 0.97, "window_frames": 16},
+    "T": T_FRAMES, "Nl": N_LANDMARK_REFS, "default_refs": DEFAULT_REFS, "image_size": IMAGE_SIZE, "fps": FPS,
+    "mel": {**{k: getattr(MelConfig(), k) for k in ("sample_rate", "n_fft", "hop", "win", "n_mels", "fmin", "fmax",
+                                                      "preemphasis")},
+            "window_frames": MEL_WINDOW},
 }
 
 

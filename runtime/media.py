@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,10 +25,12 @@ import cv2
 import numpy as np
 
 from ..errors import MediaError, first_line
+from .audio import Speech
+from .constants import FPS
+from .files import create_temp_file, move_into_place
 
 log = logging.getLogger(__name__)
 
-FPS = 25
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -168,15 +169,6 @@ def _open_container(source: MediaSource) -> _Opened:
 
 def is_image_file(path: Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def scan_video(path: Path, fps: float = FPS):
-    """Decode a video once, in order: yields (output index, BGR frame) at 25 fps.
-
-    The returned generator's ``timeline`` (via :class:`VideoScan`) records the mapping
-    for later random access.
-    """
-    return VideoScan(Path(path), fps)
 
 
 class VideoScan:
@@ -331,44 +323,160 @@ class StillFrames:
 # -- output ---------------------------------------------------------------------------------
 
 
-def move_into_place(tmp: str | Path, path: str | Path) -> None:
-    """Rename a finished temporary file to ``path``, with the permissions a file created
-    there plainly would get (``mkstemp`` makes it private to its owner)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+#: Sample rates the AAC encoder takes; speech at another rate is resampled to the next one up.
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+AAC_FRAME = 1024  # samples per AAC frame: the encoder takes exactly this many at a time
+
+
+@dataclass(frozen=True)
+class AudioTrackFormat:
+    """How speech is stored in the output: AAC at its own rate where AAC allows, in its own
+    layout where that is mono or stereo (other layouts are mixed down to stereo)."""
+
+    rate: int
+    layout: str
+
+    @classmethod
+    def for_speech(cls, speech: Speech) -> "AudioTrackFormat":
+        rate = next((r for r in AAC_RATES if r >= speech.sample_rate), AAC_RATES[-1])
+        layout = speech.layout if speech.layout in ("mono", "stereo") else "stereo"
+        return cls(rate, layout)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.layout == "mono" else 2
+
+    @property
+    def bit_rate(self) -> int:
+        return min(128000, 6 * self.rate * self.channels)  # AAC allows at most 6144 bits per 1024 samples
+
+
+def check_audio_encoder(speech: Speech) -> AudioTrackFormat:
+    """Open an AAC encoder as ``speech``'s output track needs it: speech the muxer cannot
+    take fails here, before any rendering, not after minutes of it."""
+    import av
+
+    fmt = AudioTrackFormat.for_speech(speech)
+    try:
+        context = av.CodecContext.create("aac", "w")
+        context.sample_rate, context.layout, context.format = fmt.rate, fmt.layout, "fltp"
+        context.bit_rate = fmt.bit_rate
+        context.open()
+    except (av.FFmpegError, ValueError) as exc:
+        raise MediaError(f"cannot encode the audio of {speech.name} ({speech.sample_rate} Hz, {speech.layout}) "
+                         f"as AAC: {first_line(exc)}") from None
+    return fmt
+
+
+class AudioTrack:
+    """Encodes speech samples into an AAC stream of a container, a stretch at a time.
+
+    The samples are the decoded speech itself (no second decode of the file), cut into
+    whole AAC frames here, so a source whose frames have other sizes (mp3: 1152) is fine.
+    Where the output rate or layout differs from the speech's, libswresample converts
+    them for the output only; the model's input is never touched by this.
+    """
+
+    def __init__(self, container, speech: Speech):
+        import av
+
+        self.speech = speech
+        self.format = fmt = check_audio_encoder(speech)
+        self.stream = container.add_stream("aac", rate=fmt.rate)
+        self.stream.layout = fmt.layout
+        self.stream.bit_rate = fmt.bit_rate
+        self._container = container
+        self._converter = None
+        if (fmt.rate, fmt.layout) != (speech.sample_rate, speech.layout):
+            self._converter = av.AudioResampler(format="fltp", layout=fmt.layout, rate=fmt.rate)
+        self._position = 0  # source samples consumed
+        self._pending = np.zeros((0, fmt.channels), np.float32)  # converted, not yet a whole frame
+        self._pts = 0  # output samples encoded
+        self.done = False
+
+    def write_until(self, seconds: float | None) -> None:
+        """Encode the speech up to ``seconds`` (all of it, and flush, for None)."""
+        import av
+
+        if self.done:
+            return
+        samples = self.speech.samples
+        stop = samples.shape[0] if seconds is None else min(samples.shape[0], int(round(seconds * self.speech.sample_rate)))
+        try:
+            if stop > self._position:
+                self._queue(self._convert(samples[self._position:stop]))
+                self._position = stop
+            if seconds is None:
+                if self._converter is not None:
+                    self._queue(self._frames_to_array(self._converter.resample(None)))
+                self._encode(final=True)
+                for packet in self.stream.encode(None):
+                    self._container.mux(packet)
+                self.done = True
+            else:
+                self._encode(final=False)
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot encode the audio of {self.speech.name}: {first_line(exc)}") from None
+
+    def _convert(self, block: np.ndarray) -> np.ndarray:
+        if self._converter is None:
+            return block
+        import av
+
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout=self.speech.layout)
+        frame.sample_rate = self.speech.sample_rate
+        return self._frames_to_array(self._converter.resample(frame))
+
+    def _frames_to_array(self, frames) -> np.ndarray:
+        if not frames:
+            return np.zeros((0, self.format.channels), np.float32)
+        return np.concatenate([f.to_ndarray().T for f in frames]).astype(np.float32, copy=False)
+
+    def _queue(self, block: np.ndarray) -> None:
+        if block.shape[0]:
+            self._pending = np.concatenate([self._pending, block]) if self._pending.shape[0] else block
+
+    def _encode(self, final: bool) -> None:
+        import av
+
+        whole = (self._pending.shape[0] // AAC_FRAME) * AAC_FRAME
+        count = self._pending.shape[0] if final else whole
+        for start in range(0, count, AAC_FRAME):
+            block = self._pending[start:min(start + AAC_FRAME, count)]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout=self.format.layout)
+            frame.sample_rate = self.format.rate
+            frame.pts = self._pts
+            frame.time_base = Fraction(1, self.format.rate)
+            self._pts += block.shape[0]
+            for packet in self.stream.encode(frame):
+                self._container.mux(packet)
+        self._pending = self._pending[count:]
 
 
 class VideoWriter:
-    """H.264 mp4 with AAC audio, written to a temporary file and renamed on success.
+    """H.264 mp4 with the speech as AAC, written to a temporary file and renamed on success.
 
-    ``crf=0`` writes lossless RGB H.264 (libx264rgb), for exact comparisons; other values
-    write yuv420p (playable everywhere), padding odd sizes by one edge pixel.
+    ``crf=0`` writes lossless RGB H.264 (libx264rgb), for exact comparisons (browsers do
+    not play it); other values write yuv420p (playable everywhere), padding odd sizes by
+    one edge pixel. The audio is encoded after each video frame up to that frame's time,
+    so the file is interleaved and memory stays flat however long the output is.
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: int = FPS, crf: int = 18,
-                 audio_path: Path | None = None, preset: str = "medium"):
+                 speech: Speech | None = None, preset: str = "medium"):
         import av
 
         self.path = Path(path)
         self.width, self.height = width, height
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise MediaError(f"output folder does not exist: {directory}")
-        if not os.access(directory, os.W_OK):
-            raise MediaError(f"output folder is not writable: {directory}")
-        if self.path.is_dir():
-            raise MediaError(f"output path is a folder: {self.path}")
+        check_output_path(self.path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=directory)
+            self._tmp = create_temp_file(self.path.parent, f".{self.path.stem}.", ".mp4")
         except OSError as exc:
-            raise MediaError(f"cannot write into {directory}: {exc.strerror}") from None
-        os.close(fd)
-        self._tmp = Path(tmp)
+            raise MediaError(f"cannot write into {self.path.parent}: {exc.strerror}") from None
         self._done = False
+        self.frames = 0
         try:
-            self.container = av.open(tmp, "w", format="mp4")
+            self.container = av.open(str(self._tmp), "w", format="mp4")
             self.lossless = crf == 0
             codec = "libx264rgb" if self.lossless else "libx264"
             self.stream = self.container.add_stream(codec, rate=fps)
@@ -380,35 +488,10 @@ class VideoWriter:
             self.stream.time_base = self.time_base
             self.stream.options = {"crf": str(crf), "preset": preset}
             self.fps = fps
-            self.audio_path = audio_path
-            self._audio = self._add_audio(audio_path) if audio_path is not None else None
+            self.audio = AudioTrack(self.container, speech) if speech is not None else None
         except BaseException:
             self._cleanup()
             raise
-        self.frames = 0
-
-    def _add_audio(self, audio_path: Path):
-        """Decode the speech again at its own rate and prepare an AAC stream for it."""
-        import av
-
-        try:
-            source = av.open(str(audio_path))
-        except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"cannot open audio {audio_path}: {first_line(exc)}") from None
-        if not source.streams.audio:
-            source.close()
-            raise MediaError(f"{audio_path} has no audio track")
-        in_stream = source.streams.audio[0]
-        rate = in_stream.codec_context.sample_rate or 16000
-        channels = min(2, in_stream.codec_context.channels or 1)
-        layout = "stereo" if channels == 2 else "mono"
-        out = self.container.add_stream("aac", rate=rate)
-        out.layout = layout
-        out.bit_rate = min(128000, 6 * rate * channels)  # AAC allows at most 6144 bits per 1024 samples
-        self._audio_frames = source.decode(in_stream)
-        self._audio_pts = 0  # samples encoded so far
-        self._audio_done = False
-        return source, in_stream, out, av.AudioResampler(format="fltp", layout=layout, rate=rate)
 
     def write(self, frame_bgr: np.ndarray) -> None:
         import av
@@ -424,47 +507,15 @@ class VideoWriter:
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1
-        if self._audio is not None:
-            self._mux_audio(self.frames / self.fps)
-
-    def _mux_audio(self, until: float | None) -> None:
-        """Encode the speech up to ``until`` seconds (all of it for None).
-
-        Called after every video frame, so audio and video packets arrive interleaved: the
-        muxer then never holds the whole video waiting for audio, and memory stays flat.
-        """
-        import av
-
-        if self._audio_done:
-            return
-        source, in_stream, out, resampler = self._audio
-        rate = out.codec_context.sample_rate
-        try:
-            while until is None or self._audio_pts < until * rate:
-                frame = next(self._audio_frames, None)
-                last = frame is None
-                if not last:
-                    frame.pts = None  # the resampler keeps its own continuous timeline
-                for resampled in resampler.resample(None if last else frame):
-                    resampled.pts = self._audio_pts
-                    self._audio_pts += resampled.samples
-                    for packet in out.encode(resampled):
-                        self.container.mux(packet)
-                if last:
-                    for packet in out.encode(None):
-                        self.container.mux(packet)
-                    self._audio_done = True
-                    source.close()
-                    return
-        except av.FFmpegError as exc:
-            raise MediaError(f"cannot decode audio {self.audio_path}: {first_line(exc)}") from None
+        if self.audio is not None:
+            self.audio.write_until(self.frames / self.fps)
 
     def close(self) -> Path:
-        """Flush, mux the audio, and move the file into place."""
+        """Flush, encode the rest of the audio, and move the file into place."""
         for packet in self.stream.encode(None):
             self.container.mux(packet)
-        if self._audio is not None:
-            self._mux_audio(None)
+        if self.audio is not None:
+            self.audio.write_until(None)
         self.container.close()
         move_into_place(self._tmp, self.path)
         self._done = True
@@ -480,12 +531,7 @@ class VideoWriter:
                 container.close()
             except Exception:  # noqa: BLE001 - the file is deleted anyway
                 log.debug("closing a failed output", exc_info=True)
-        if self._audio_source_open() and not self._audio_done:
-            self._audio[0].close()
         self._tmp.unlink(missing_ok=True)
-
-    def _audio_source_open(self) -> bool:
-        return getattr(self, "_audio", None) is not None
 
     def __enter__(self):
         return self
