@@ -7,7 +7,27 @@ and exits with code 2; anything else is a bug and keeps its traceback.
 
 
 class IplapError(Exception):
-    """A problem with the user's input, files or environment, stated in one line."""
+    """A problem with the user's input, files or environment, stated in one line.
+
+    Where changing a setting would get past the problem, ``setting`` names it as the
+    Python API spells it (a config field such as ``"refs"``) and ``suggestion`` is a value
+    to try; ``str()`` then ends with that advice. Front ends that spell settings otherwise
+    (the CLI's flags) build their own advice from the two, after :attr:`message`.
+    """
+
+    def __init__(self, message: str, setting: str | None = None, suggestion: object = None):
+        super().__init__(message)
+        self.message = message
+        self.setting = setting
+        self.suggestion = suggestion
+
+    def __reduce__(self):  # keep the setting when pickled (worker processes send errors back)
+        return type(self), (self.message, self.setting, self.suggestion)
+
+    def __str__(self) -> str:
+        if self.setting is None:
+            return self.message
+        return f"{self.message} (set {self.setting}={self.suggestion!r})"
 
 
 class CheckpointError(IplapError):
@@ -16,6 +36,10 @@ class CheckpointError(IplapError):
 
 class BundleError(IplapError):
     """A model bundle is missing, incomplete, tampered with, or of another format."""
+
+
+class AvatarError(IplapError):
+    """An avatar file is missing, foreign, corrupted, or made for another bundle."""
 
 
 class MediaError(IplapError):

@@ -122,20 +122,19 @@ def fixed_inputs(folder: Path, clip_seconds: float, frames: int, repeats: int, w
     """The clip and the speech every configuration renders (deterministic)."""
     import soundfile
 
-    from ..runtime.audio import load_audio
-    from ..runtime.pipeline import MelWindows
+    from ..runtime.audio import MelConfig, MelWindows, load_audio
+    from ..runtime.constants import MEL_WINDOW, SAMPLE_RATE
     from ..samples import SPEECH_16K
     from ..samples.clip import head_motion_frames, write_clip
 
     clip = write_clip(folder / "clip.mp4", head_motion_frames(clip_seconds, size=256))
     renders = warmup + frames
-    hop = 200
-    n_mel = MelWindows().start(renders + 2) + 16  # windows for `renders` renders
+    n_mel = MelWindows().start(renders + 2) + MEL_WINDOW  # windows for `renders` renders
     wav = load_audio(SPEECH_16K)
-    need = (n_mel - 1) * hop + 1
-    start = min(int(0.5 * 16000), max(0, len(wav) - need))
+    need = (n_mel - 1) * MelConfig().hop + 1
+    start = min(int(0.5 * SAMPLE_RATE), max(0, len(wav) - need))
     speech = folder / "speech.wav"
-    soundfile.write(speech, wav[start:start + need], 16000)
+    soundfile.write(speech, wav[start:start + need], SAMPLE_RATE)
     return clip, speech
 
 

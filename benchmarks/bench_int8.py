@@ -75,7 +75,7 @@ def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> int:
 def record_inputs(bundle: Path, clip: Path, wav: np.ndarray, refs: int, threads: int):
     """One real input set per graph (the pipeline's last frame; the reference encoder on
     all N references), the distinct reference crops and sketches, and the prepared avatar."""
-    from ..calibration.record import RecordingModel, graph_models, set_graph_models
+    from ..calibration.record import RecordingModel
     from ..runtime.backends import BackendConfig
     from ..runtime.pipeline import Pipeline, PipelineConfig
 
@@ -90,12 +90,10 @@ def record_inputs(bundle: Path, clip: Path, wav: np.ndarray, refs: int, threads:
                 crops.append(seen[name])
         return on_call
 
-    originals = graph_models(pipeline)
-    set_graph_models(pipeline, {n: RecordingModel(m, keep(n)) for n, m in originals.items()})
-    avatar = pipeline.prepare(clip)
-    for _ in pipeline.stream(avatar, [wav]):
+    recording = pipeline.with_graphs({n: RecordingModel(m, keep(n)) for n, m in pipeline.graphs.items()})
+    avatar = recording.prepare(clip)
+    for _ in recording.stream(avatar, [wav]):
         pass
-    set_graph_models(pipeline, originals)
     distinct = {k: np.concatenate([c[k] for c in crops]) for k in ("ref_image", "ref_sketch")}
     seen["reference_encoder"] = {k: np.ascontiguousarray(np.resize(v, (refs, *v.shape[1:])))
                                  for k, v in distinct.items()}
@@ -110,13 +108,12 @@ def time_backend(bundles: dict[str, Path], backend: str, inputs: dict, distinct:
     load on the machine slows them alike."""
     from dataclasses import replace
 
-    from ..calibration.record import graph_models
     from ..runtime.backends import BackendConfig
     from ..runtime.pipeline import Pipeline, PipelineConfig
 
     config = PipelineConfig(backend=BackendConfig(backend, threads=threads), refs=refs)
     pipelines = {p: Pipeline(b, config) for p, b in bundles.items()}
-    models = {p: graph_models(pipe) for p, pipe in pipelines.items()}
+    models = {p: pipe.graphs for p, pipe in pipelines.items()}
     out: dict[str, dict] = {p: {"graphs_s": {}} for p in bundles}
     for name in GRAPHS:
         runs: dict[str, list[float]] = {p: [] for p in bundles}

@@ -35,11 +35,12 @@ def _speech(seconds: float, path: Path) -> Path:
     import soundfile
 
     from ..runtime.audio import load_audio
+    from ..runtime.constants import SAMPLE_RATE
     from ..samples import SPEECH_16K
 
     wav = load_audio(SPEECH_16K)
-    reps = int(np.ceil(seconds * 16000 / len(wav)))
-    soundfile.write(path, np.tile(wav, reps)[:int(seconds * 16000)], 16000)
+    reps = int(np.ceil(seconds * SAMPLE_RATE / len(wav)))
+    soundfile.write(path, np.tile(wav, reps)[:int(seconds * SAMPLE_RATE)], SAMPLE_RATE)
     return path
 
 
@@ -54,8 +55,7 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     clip = write_clip(tmp / "clip.mp4", head_motion_frames(2.0, size=512))
     pipeline = Pipeline(bundle, PipelineConfig(backend=BackendConfig(backend=backend, threads=threads), refs=refs))
     clock = StageClock()
-    pipeline.tracker.reset()
-    track = track_faces(VideoScan(clip), pipeline.tracker, clock=clock)
+    track = track_faces(VideoScan(clip), pipeline.new_tracker(), clock=clock)
     face_ms = 1000 * clock.totals["face"] / len(track)
     decode_ms = 1000 * clock.totals["decode"] / len(track)
     start = time.perf_counter()

@@ -19,7 +19,7 @@ import numpy as np
 from ..metrics import landmark_error_px, psnr, ssim
 from ..runtime.backends import InferenceModel
 from ..runtime.pipeline import Pipeline
-from .record import FrameResults, HeldOut, graph_models, run_frames, set_graph_models
+from .record import FrameResults, HeldOut, run_frames
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Evaluator:
     """Renders the held-out clips with candidate graph models in one pipeline.
 
     ``pipeline`` holds the fp32 models of one backend; a candidate replaces some of them
-    for one evaluation, and they are put back afterwards.
+    in a pipeline of its own (``Pipeline.with_graphs``), so ``pipeline`` never changes.
     """
 
     def __init__(self, pipeline: Pipeline, heldout: list[HeldOut]):
@@ -92,10 +92,5 @@ class Evaluator:
         self.heldout = heldout
 
     def evaluate(self, models: dict[str, InferenceModel]) -> Metrics:
-        originals = graph_models(self.pipeline)
-        set_graph_models(self.pipeline, models)
-        try:
-            results = [run_frames(self.pipeline, held) for held in self.heldout]
-        finally:
-            set_graph_models(self.pipeline, originals)
-        return compare(self.heldout, results)
+        candidate = self.pipeline.with_graphs(models)
+        return compare(self.heldout, [run_frames(candidate, held) for held in self.heldout])

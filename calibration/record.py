@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IplapError, MediaError
-from ..runtime.audio import SAMPLE_RATE, MelConfig, load_audio
+from ..runtime.audio import MelConfig, MelWindows, count_windows, load_audio, mel_frame_count
+from ..runtime.constants import MEL_WINDOW, SAMPLE_RATE
 from ..runtime.avatar import Avatar
 from ..runtime.backends import InferenceModel
 from ..runtime.bundle import GRAPH_NAMES
 from ..runtime.files import sha256_file
 from ..runtime.media import IMAGE_SUFFIXES
-from ..runtime.pipeline import MEL_WINDOW, MelWindows, Pipeline
+from ..runtime.pipeline import Pipeline
 from .recipe import DataBudget
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,7 @@ def speech_for_renders(wav: np.ndarray, renders: int) -> tuple[np.ndarray, int]:
 
 def count_renders(n_samples: int) -> int:
     """Rendered frames (model runs) for ``n_samples`` of speech, as the pipeline counts them."""
-    windows = MelWindows()
-    windows.frames = np.zeros((80, 1 + n_samples // MelConfig().hop), np.float32)
-    return max(0, windows.available - 2)
+    return max(0, count_windows(mel_frame_count(n_samples)) - 2)
 
 
 # -- recording ---------------------------------------------------------------------------------
@@ -232,26 +231,6 @@ class Recording:
                 "samples": {name: len(store) for name, store in self.stores.items()}}
 
 
-def graph_models(pipeline: Pipeline) -> dict[str, InferenceModel]:
-    """The pipeline's five graph models, by graph name."""
-    renderer = pipeline.renderer
-    return {"landmark_generator": pipeline.landmark_generator.model, "reference_encoder": renderer.reference_encoder,
-            "flow_modulations": renderer.flow_modulations, "flow_head": renderer.flow_head,
-            "translation": renderer.translation}
-
-
-def set_graph_models(pipeline: Pipeline, models: dict[str, InferenceModel]) -> None:
-    """Put ``models`` (by graph name; others unchanged) into the pipeline."""
-    renderer = pipeline.renderer
-    for name, model in models.items():
-        if name == "landmark_generator":
-            pipeline.landmark_generator.model = model
-        elif name in ("reference_encoder", "flow_modulations", "flow_head", "translation"):
-            setattr(renderer, name, model)
-        else:
-            raise KeyError(name)
-
-
 class _Sampler:
     """Decides which calls of a graph are kept: every ``stride``-th, at most ``cap``."""
 
@@ -300,19 +279,13 @@ def record(pipeline: Pipeline, clips: list[Clip], budget: DataBudget, workdir: s
     samplers = {name: _Sampler(stores[name], stride if name != "reference_encoder" else 1, budget.samples_per_graph,
                                _rotating_rows(budget.flow_head_batch) if name == "flow_head" else None)
                 for name in GRAPH_NAMES}
-    originals = graph_models(pipeline)
-    try:
-        set_graph_models(pipeline, {n: RecordingModel(m, samplers[n]) for n, m in originals.items()})
-        for clip, wav, renders in runs[CALIBRATION]:
-            log.info("recording graph inputs: %s + %s (%d frames)", clip.face.name, clip.audio.name, renders)
-            avatar = _prepare(pipeline, clip)
-            for _ in pipeline.stream(avatar, [wav]):
-                pass
-        for sampler in samplers.values():
-            sampler.active = False
-        heldout = [_run_heldout(pipeline, clip, wav, renders, originals) for clip, wav, renders in runs[HELDOUT]]
-    finally:
-        set_graph_models(pipeline, originals)
+    recording = pipeline.with_graphs({n: RecordingModel(m, samplers[n]) for n, m in pipeline.graphs.items()})
+    for clip, wav, renders in runs[CALIBRATION]:
+        log.info("recording graph inputs: %s + %s (%d frames)", clip.face.name, clip.audio.name, renders)
+        avatar = _prepare(recording, clip)
+        for _ in recording.stream(avatar, [wav]):
+            pass
+    heldout = [_run_heldout(pipeline, clip, wav, renders) for clip, wav, renders in runs[HELDOUT]]
     log.info("recorded %s input sets (%.0f MiB)", ", ".join(f"{n} {len(s)}" for n, s in stores.items()),
              sum(s.nbytes for s in stores.values()) / 2**20)
     return Recording(stores, heldout, [c.identity() for c in clips], total, pipeline.config.refs)
@@ -325,16 +298,15 @@ def _prepare(pipeline: Pipeline, clip: Clip) -> Avatar:
         raise CalibrationDataError(f"calibration clip {clip.face.name}: {exc}") from None
 
 
-def _run_heldout(pipeline: Pipeline, clip: Clip, wav: np.ndarray, renders: int,
-                 originals: dict[str, InferenceModel]) -> HeldOut:
+def _run_heldout(pipeline: Pipeline, clip: Clip, wav: np.ndarray, renders: int) -> HeldOut:
     log.info("running the fp32 pipeline on held-out %s + %s (%d frames)", clip.face.name, clip.audio.name, renders)
     crops: list[tuple[np.ndarray, np.ndarray]] = []
-    set_graph_models(pipeline, {"reference_encoder": RecordingModel(
-        originals["reference_encoder"], lambda feeds, _: crops.append((feeds["ref_image"], feeds["ref_sketch"])))})
-    avatar = _prepare(pipeline, clip)
+    capturing = pipeline.with_graphs({"reference_encoder": RecordingModel(
+        pipeline.graphs["reference_encoder"],
+        lambda feeds, _: crops.append((feeds["ref_image"], feeds["ref_sketch"])))})
+    avatar = _prepare(capturing, clip)
     held = HeldOut(clip, avatar, np.concatenate([c[0] for c in crops]), np.concatenate([c[1] for c in crops]),
                    wav, renders)
-    set_graph_models(pipeline, {"reference_encoder": originals["reference_encoder"]})
     result = run_frames(pipeline, held)
     held.faces, held.landmarks, held.frames, held.flows = result.faces, result.landmarks, result.frames, result.flows
     return held
@@ -349,26 +321,21 @@ class FrameResults:
 
 
 def run_frames(pipeline: Pipeline, held: HeldOut) -> FrameResults:
-    """Render the held-out clip's frames with the pipeline's current graph models
-    (references encoded again with its current reference encoder)."""
+    """Render the held-out clip's frames with the pipeline's graph models (references
+    encoded again with its reference encoder)."""
     references = pipeline.renderer.encode_references(held.ref_images, held.ref_sketches, held.avatar.references.index)
     avatar = replace(held.avatar, references=references)
     faces: list[np.ndarray] = []
     landmarks: list[np.ndarray] = []
     flows: list[np.ndarray] = []
-    current = graph_models(pipeline)
-    captured = ("translation", "landmark_generator", "flow_head")
-    set_graph_models(pipeline, {
-        "translation": RecordingModel(current["translation"], lambda f, o: faces.append(o["generated_face"][0])),
-        "landmark_generator": RecordingModel(current["landmark_generator"],
-                                             lambda f, o: landmarks.append(o["content"])),
-        "flow_head": RecordingModel(current["flow_head"], lambda f, o: flows.append(o["flow"])),
+    graphs = pipeline.graphs
+    capturing = pipeline.with_graphs({
+        "translation": RecordingModel(graphs["translation"], lambda f, o: faces.append(o["generated_face"][0])),
+        "landmark_generator": RecordingModel(graphs["landmark_generator"], lambda f, o: landmarks.append(o["content"])),
+        "flow_head": RecordingModel(graphs["flow_head"], lambda f, o: flows.append(o["flow"])),
     })
     frames = []
-    try:
-        for frame in pipeline.stream(avatar, [held.speech]):
-            if frame.index != 1 and frame.index != 2:  # the first render fills frames 0, 1, 2
-                frames.append(frame.image)
-    finally:
-        set_graph_models(pipeline, {name: current[name] for name in captured})
+    for frame in capturing.stream(avatar, [held.speech]):
+        if frame.index != 1 and frame.index != 2:  # the first render fills frames 0, 1, 2
+            frames.append(frame.image)
     return FrameResults(np.stack(faces), np.stack(landmarks), frames, np.stack(flows))

@@ -20,27 +20,22 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import IplapError
+from ..errors import AvatarError
 from .landmarks import N_POSE, normalise_to_box
-from .media import FrameTimeline, move_into_place
+from .files import create_temp_file, move_into_place
+from .media import FrameTimeline
 from .renderer import References
 
 log = logging.getLogger(__name__)
 
 AVATAR_FORMAT = "iplap-avatar"
-AVATAR_VERSION = 1
-
-
-class AvatarError(IplapError):
-    """An avatar file is missing, foreign, corrupted, or made for another bundle."""
+AVATAR_VERSION = 2  # 2: frames without a face (missing, passthrough)
 
 
 @dataclass
@@ -51,7 +46,18 @@ class FaceTrack:
     boxes: np.ndarray  # (F, 4) int32 crop boxes y1, y2, x1, x2
     height: int
     width: int
-    carried: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # frames whose track was carried over
+    #: (F,) bool: frames where no face was found; their landmarks and box are the nearest
+    #: face's, so the landmark windows around them stay whole.
+    missing: np.ndarray | None = None
+    #: (F,) bool: frames the render leaves as they are (no face pasted).
+    passthrough: np.ndarray | None = None
+
+    def __post_init__(self):
+        count = len(self.landmarks)
+        if self.missing is None:
+            self.missing = np.zeros(count, bool)
+        if self.passthrough is None:
+            self.passthrough = np.zeros(count, bool)
 
     def __len__(self) -> int:
         return len(self.landmarks)
@@ -109,7 +115,7 @@ class Avatar:
             raise AvatarError(f"output folder does not exist: {path.parent}")
         arrays = {
             "landmarks": self.track.landmarks.astype(np.float32), "boxes": self.track.boxes.astype(np.int32),
-            "carried": self.track.carried.astype(bool),
+            "missing": self.track.missing.astype(bool), "passthrough": self.track.passthrough.astype(bool),
             "frame_of": np.asarray(self.timeline.frame_of, np.int64),
             "source_pts": np.asarray(self.timeline.source_pts, np.int64),
             "source_times": np.asarray(self.timeline.source_times, np.float64),
@@ -119,10 +125,9 @@ class Avatar:
             "ref_h1": self.references.h1, "ref_h2": self.references.h2, "ref_images": self.references.images,
         }
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            tmp = create_temp_file(path.parent, f".{path.name}.")
         except OSError as exc:
             raise AvatarError(f"cannot write into {path.parent}: {exc.strerror}") from None
-        os.close(fd)
         try:
             members = {}
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
@@ -190,7 +195,7 @@ class Avatar:
                         raise AvatarError(f"{path} is damaged: {name} is not an array") from None
         try:
             track = FaceTrack(arrays["landmarks"], arrays["boxes"], int(meta["height"]), int(meta["width"]),
-                              arrays["carried"])
+                              arrays["missing"], arrays["passthrough"])
             timeline = FrameTimeline(arrays["source_times"].tolist(), arrays["source_pts"].tolist(),
                                      arrays["frame_of"].tolist())
             h2 = arrays["ref_h2"]

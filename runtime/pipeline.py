@@ -11,9 +11,10 @@ landmark window per output frame, the mel window delayed by two frames, Nl=15 an
 references chosen by lip openness, ping-pong frames when the speech outlasts the video,
 and the first rendered frame written three times, so there is one frame per mel window.
 
-Entry object: :class:`Pipeline`. ``prepare`` does the per-face work once (an
-:class:`~iplap.runtime.avatar.Avatar`), ``render`` writes an mp4, and ``stream`` yields
-frames as soon as their mel window is complete, from audio that arrives in chunks.
+Objects, shaped for callers on several threads (as sherpa-onnx's recognizer and
+streams): a :class:`Pipeline` holds only loaded models and is shared; every render or
+stream owns a :class:`StreamSession` with all of its state (audio, mel windows, frame
+reader, clock), and every ``prepare`` its own face tracker over the shared face models.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,24 +33,26 @@ import cv2
 import numpy as np
 
 from ..errors import IplapError, MediaError, NoFaceError
-from .audio import SAMPLE_RATE, MelConfig, MelStream, load_audio
+from .audio import MelStream, MelWindows, Speech, check_speech, count_windows, load_speech, mel_frame_count, \
+    min_speech_seconds
 from .avatar import Avatar, FaceTrack
-from .backends import BackendConfig
-from .bundle import Bundle
-from .files import sha256_file
+from .backends import BackendConfig, InferenceModel
+from .bundle import GRAPH_NAMES, Bundle
 from .compose import blend_face, face_to_uint8
+from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE, T_FRAMES
+from .files import sha256_file
 from .landmarks import N_POSE, crop_box, lip_openness, pingpong_index, select_references, split_pose_content
-from .media import FPS, StillFrames, VideoFrames, VideoScan, VideoWriter, is_image_file, read_image
-from .renderer import LandmarkGenerator, References, Renderer
+from .media import StillFrames, VideoFrames, VideoScan, VideoWriter, check_audio_encoder, check_output_path, \
+    is_image_file, read_image
+from .renderer import LandmarkGenerator, Renderer
+from .resample import KaiserResampler
 from .sketch import draw_sketches
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 128
-T_FRAMES = 5
-MEL_WINDOW = 16
-#: Peak amplitude below which speech counts as silence (-80 dBFS).
-SILENCE_PEAK = 1e-4
+FACE_MODES = ("static", "track")
+#: What to do with frames of the face video where no face is found.
+MISSING_FACE_MODES = ("pass", "fill", "error")
 
 
 @dataclass(frozen=True)
@@ -60,22 +64,28 @@ class PipelineConfig:
         refs: number of reference images N (25 in the original).
         face_mode: ``"static"`` detects the face on every frame, as the original (exact);
             ``"track"`` follows it from the previous frame's landmarks (faster).
-        fill_gaps: carry the last good face track over at most this many frames without a
-            face; 0 makes any frame without a face an error.
+        on_missing_face: frames of the face video without a face (fades, cut-aways,
+            occlusions): ``"pass"`` leaves them as they are in the output (default);
+            ``"fill"`` renders the nearest frame's face track onto them; ``"error"`` refuses
+            the video. Either way the landmark windows around them use the nearest face, and
+            a video with no face at all is an error.
         smoothing: One-Euro smoothing of the tracked landmarks against jitter (off: faithful).
     """
 
     backend: BackendConfig = field(default_factory=BackendConfig)
     refs: int = 25
     face_mode: str = "static"
-    fill_gaps: int = 0
+    on_missing_face: str = "pass"
     smoothing: bool = False
 
     def __post_init__(self):
         if not 1 <= self.refs <= 100:
-            raise IplapError(f"--refs must be between 1 and 100, got {self.refs}")
-        if self.fill_gaps < 0:
-            raise IplapError(f"--fill-gaps must be >= 0, got {self.fill_gaps}")
+            raise IplapError(f"refs (the number of reference images) must be between 1 and 100, got {self.refs}")
+        if self.face_mode not in FACE_MODES:
+            raise IplapError(f"unknown face_mode {self.face_mode!r}: choose one of {', '.join(FACE_MODES)}")
+        if self.on_missing_face not in MISSING_FACE_MODES:
+            raise IplapError(f"unknown on_missing_face {self.on_missing_face!r}: choose one of "
+                             f"{', '.join(MISSING_FACE_MODES)}")
 
 
 @dataclass
@@ -88,6 +98,7 @@ class Frame:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for this render
     face: np.ndarray | None = None  # (3, 128, 128) float32: the renderer's output before paste-back
     content: np.ndarray | None = None  # (5, 2, 57): the predicted lip and jaw landmarks of the window
+    passed_through: bool = False  # no face in this frame of the face video: left as it is
 
     @property
     def time(self) -> float:
@@ -100,6 +111,10 @@ RENDERER_GRAPHS = ("flow_modulations", "flow_head", "translation")
 
 @dataclass
 class RenderReport:
+    """What a render did. ``seconds`` covers every stage, the face's preparation included
+    (decode, face, references) when it was not an avatar; the stages add up to about
+    ``wall_seconds``."""
+
     path: Path | None
     frames: int
     seconds: dict[str, float]  # total per stage
@@ -119,8 +134,19 @@ class RenderReport:
         return self.wall_seconds / rendered
 
 
+class _StageTimer:
+    def __init__(self, clock: StageClock, stage: str):
+        self.clock, self.stage = clock, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.clock.add(self.stage, time.perf_counter() - self.start)
+
+
 class StageClock:
-    """Accumulates seconds per named stage."""
+    """Accumulates seconds per named stage (one per render: not shared between threads)."""
 
     def __init__(self):
         self.totals: dict[str, float] = defaultdict(float)
@@ -128,25 +154,23 @@ class StageClock:
     def add(self, stage: str, seconds: float) -> None:
         self.totals[stage] += seconds
 
-    def time(self, stage: str):
-        clock = self
-
-        class _Timer:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.add(stage, time.perf_counter() - self.start)
-
-        return _Timer()
+    def time(self, stage: str) -> _StageTimer:
+        return _StageTimer(self, stage)
 
 
 # -- stages ---------------------------------------------------------------------------------
 
-def track_faces(frames: Iterable[np.ndarray], tracker, fill_gaps: int = 0, name: str = "the face video",
+def track_faces(frames: Iterable[np.ndarray], tracker, on_missing_face: str = "pass", name: str = "the face video",
                 clock: StageClock | None = None) -> FaceTrack:
-    """Face landmarks and crop boxes of every frame; frames without a face are an error
-    unless the gap is at most ``fill_gaps`` frames (the nearest good track is carried over)."""
+    """Face landmarks and crop boxes of every frame.
+
+    Frames without a face get the nearest face's track (so that the landmark windows
+    around them stay whole) and are marked ``missing``; with ``on_missing_face="pass"``
+    they are also marked to pass through the render unchanged, with ``"error"`` they are
+    refused. A video without any face is always an error.
+    """
+    if on_missing_face not in MISSING_FACE_MODES:
+        raise IplapError(f"unknown on_missing_face {on_missing_face!r}: choose one of {', '.join(MISSING_FACE_MODES)}")
     landmarks: list[np.ndarray | None] = []
     height = width = 0
     clock = clock or StageClock()
@@ -162,42 +186,53 @@ def track_faces(frames: Iterable[np.ndarray], tracker, fill_gaps: int = 0, name:
         landmarks.append(None if face is None else face.points.astype(np.float32))
     if not landmarks:
         raise MediaError(f"no frames in {name}")
-    missing = [k for k, lm in enumerate(landmarks) if lm is None]
-    if len(missing) == len(landmarks):
+    missing = np.array([lm is None for lm in landmarks])
+    if missing.all():
         raise NoFaceError(f"no face found in {name}" + (" (any of its frames)" if len(landmarks) > 1 else ""))
-    carried = np.zeros(len(landmarks), bool)
-    if missing:
-        runs = _runs(missing)
-        too_long = [r for r in runs if r[1] - r[0] + 1 > fill_gaps]
-        if too_long:
-            where = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in too_long[:6])
-            more = "" if len(too_long) <= 6 else f" and {len(too_long) - 6} more gaps"
-            hint = (f"; --fill-gaps {max(b - a + 1 for a, b in too_long)} would carry the last face over"
-                    if len(landmarks) > 1 else "")
-            raise NoFaceError(f"no face in frame{'s' if len(missing) > 1 else ''} {where}{more} of {name} "
-                              f"(25 fps frame numbers){hint}")
-        for a, b in runs:
-            source = landmarks[a - 1] if a > 0 else landmarks[b + 1]
-            for k in range(a, b + 1):
-                landmarks[k] = source
-                carried[k] = True
-        log.info("carried the face track over %d frames without a face", len(missing))
+    if missing.any():
+        where = describe_frames(np.flatnonzero(missing))
+        if on_missing_face == "error":
+            raise NoFaceError(f"no face in {where} of {name} (25 fps frame numbers)", setting="on_missing_face",
+                              suggestion="pass")
+        nearest = nearest_good(missing)
+        for k in np.flatnonzero(missing):
+            landmarks[k] = landmarks[nearest[k]]
+        action = ("pass through unchanged" if on_missing_face == "pass"
+                  else "get the face track of the nearest frame with a face")
+        log.warning("no face found in %s of %s (25 fps frame numbers): %s %s", where, name,
+                    "it will" if missing.sum() == 1 else "they will", action)
     stacked = np.stack(landmarks)
     boxes = np.array([crop_box(lm, height, width) for lm in stacked], np.int32)
     bad = [k for k, (y1, y2, x1, x2) in enumerate(boxes) if y2 - y1 < 8 or x2 - x1 < 8]
     if bad:
         raise NoFaceError(f"the face in frame {bad[0]} of {name} is too small or outside the image to crop")
-    return FaceTrack(stacked, boxes, height, width, carried)
+    passthrough = missing.copy() if on_missing_face == "pass" else np.zeros_like(missing)
+    return FaceTrack(stacked, boxes, height, width, missing, passthrough)
 
 
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    runs = []
+def nearest_good(missing: np.ndarray) -> np.ndarray:
+    """For every frame, the nearest frame that is not ``missing`` (the earlier one on a tie)."""
+    good = np.flatnonzero(~missing)
+    frames = np.arange(len(missing))
+    after = np.clip(np.searchsorted(good, frames), 0, len(good) - 1)
+    before = np.clip(after - 1, 0, len(good) - 1)
+    take_before = np.abs(frames - good[before]) <= np.abs(good[after] - frames)
+    return np.where(take_before, good[before], good[after])
+
+
+def describe_frames(indices: Iterable[int], most: int = 6) -> str:
+    """``"frames 0-4, 30"``: runs of consecutive frame numbers, the first ``most`` of them."""
+    runs: list[list[int]] = []
     for k in indices:
         if runs and k == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], k)
+            runs[-1][1] = int(k)
         else:
-            runs.append((k, k))
-    return runs
+            runs.append([int(k), int(k)])
+    count = sum(b - a + 1 for a, b in runs)
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most])
+    if len(runs) > most:
+        text += f" and {len(runs) - most} more runs"
+    return f"frame{'s' if count > 1 else ''} {text}"
 
 
 def crop_face(frame: np.ndarray, box) -> np.ndarray:
@@ -207,49 +242,14 @@ def crop_face(frame: np.ndarray, box) -> np.ndarray:
     return (crop.astype(np.float32) / np.float32(255)).transpose(2, 0, 1)
 
 
-@dataclass
-class MelWindows:
-    """The mel frames received so far, and the original's 16-frame windows over them."""
-
-    fps: float = FPS
-    mel_fps: float = MelConfig().frames_per_second
-    frames: np.ndarray = field(default_factory=lambda: np.zeros((80, 0), np.float32))
-    offset: int = 0  # absolute index of frames[:, 0]
-
-    def extend(self, new: np.ndarray) -> None:
-        if new.shape[1]:
-            self.frames = np.concatenate([self.frames, new], axis=1)
-
-    def start(self, w: int) -> int:
-        return int(w * (self.mel_fps / self.fps))
-
-    @property
-    def available(self) -> int:
-        """How many windows are complete."""
-        total = self.offset + self.frames.shape[1]
-        count = 0 if total < MEL_WINDOW else int((total - MEL_WINDOW) / (self.mel_fps / self.fps)) + 2
-        while count > 0 and self.start(count - 1) + MEL_WINDOW > total:
-            count -= 1
-        return count
-
-    def window(self, w: int) -> np.ndarray:
-        s = self.start(w) - self.offset
-        if s < 0:
-            raise IndexError(f"mel window {w} was already dropped")
-        return self.frames[:, s:s + MEL_WINDOW]
-
-    def drop_before(self, w: int) -> None:
-        """Forget frames that no window >= w needs (keeps memory flat on long speech)."""
-        keep = self.start(max(0, w)) - self.offset
-        if keep > 0:
-            self.frames = self.frames[:, keep:]
-            self.offset += keep
-
-
 # -- the entry object -----------------------------------------------------------------------
 
 class Pipeline:
     """Lip-synced video from a face (video or photo) and speech, without PyTorch.
+
+    A pipeline holds the loaded models and nothing of any one render, so one pipeline
+    serves several threads at once (``prepare``, ``render`` and ``stream`` each keep their
+    state in objects of their own).
 
     >>> pipe = Pipeline("bundle/")                      # doctest: +SKIP
     >>> pipe.render("face.mp4", "speech.wav", "out.mp4")  # doctest: +SKIP
@@ -265,33 +265,65 @@ class Pipeline:
         backend = self.config.backend
         self.landmark_generator = LandmarkGenerator(self.bundle, backend)
         self.renderer = Renderer(self.bundle, backend)
-        self._tracker = None
+        self._face_models = None
+        self._face_lock = threading.Lock()
+
+    # -- graphs ---------------------------------------------------------------------------
+    @property
+    def graphs(self) -> dict[str, InferenceModel]:
+        """The five graph models by name (``iplap.runtime.bundle.GRAPH_NAMES``)."""
+        renderer = self.renderer
+        return {"landmark_generator": self.landmark_generator.model, "reference_encoder": renderer.reference_encoder,
+                "flow_modulations": renderer.flow_modulations, "flow_head": renderer.flow_head,
+                "translation": renderer.translation}
+
+    def with_graphs(self, models: Mapping[str, InferenceModel]) -> Pipeline:
+        """A pipeline that runs ``models`` (by graph name) in place of this one's graphs.
+
+        The hook through which calibration and benchmarks run candidate graphs (quantized,
+        other precisions) inside the real pipeline. Everything else (config, the other
+        graphs, the face models) is shared with this pipeline, which is not changed.
+        """
+        unknown = sorted(set(models) - set(GRAPH_NAMES))
+        if unknown:
+            raise KeyError(f"no graph named {unknown[0]!r}; graphs are {', '.join(GRAPH_NAMES)}")
+        other = object.__new__(Pipeline)
+        other.__dict__.update(self.__dict__)
+        other.landmark_generator = LandmarkGenerator.from_model(models.get("landmark_generator",
+                                                                           self.landmark_generator.model))
+        other.renderer = self.renderer.with_models({k: v for k, v in models.items() if k != "landmark_generator"})
+        return other
 
     # -- per face -------------------------------------------------------------------------
-    @property
-    def tracker(self):
-        if self._tracker is None:
-            from .face import FaceTracker, FaceTrackerConfig, OneEuroConfig
+    def new_tracker(self):
+        """A face tracker of this pipeline's settings (its own tracking state, shared models)."""
+        from .face import FaceTracker, FaceTrackerConfig, OneEuroConfig
 
-            if not self.bundle.manifest.get("face_models"):
-                raise IplapError(f"{self.bundle.root} has no face models; export it again without --no-face-models")
-            config = FaceTrackerConfig(mode=self.config.face_mode,
-                                       smoothing=OneEuroConfig() if self.config.smoothing else None)
-            # The face models are small: one thread is fastest, and leaves the rest free.
-            backend = dataclasses.replace(self.config.backend, threads=1)
-            self._tracker = FaceTracker.from_folder(self.bundle.root / "face", backend, config)
-        return self._tracker
+        with self._face_lock:
+            if self._face_models is None:
+                if not self.bundle.manifest.get("face_models"):
+                    raise IplapError(f"{self.bundle.root} has no face models; export it again with them")
+                # The face models are small: one thread is fastest, and leaves the rest free.
+                backend = dataclasses.replace(self.config.backend, threads=1)
+                loaded = FaceTracker.from_folder(self.bundle.root / "face", backend)
+                self._face_models = (loaded.detector, loaded.mesh, loaded.full_range)
+        config = FaceTrackerConfig(mode=self.config.face_mode,
+                                   smoothing=OneEuroConfig() if self.config.smoothing else None, fps=FPS)
+        return FaceTracker.from_models(*self._face_models, config=config)
 
     def prepare(self, face: str | Path, progress: bool = False) -> Avatar:
         """Decode, track, choose references and compute their features: an avatar."""
-        face = Path(face)
+        return self._prepare(Path(face), progress, StageClock())
+
+    def _prepare(self, face: Path, progress: bool, clock: StageClock) -> Avatar:
+        if face.is_dir():
+            raise MediaError(f"face path is a folder: {face}")
         if not face.is_file():
             raise MediaError(f"face file not found: {face}")
         if face.stat().st_size == 0:
             raise MediaError(f"face file is empty: {face}")
-        clock = StageClock()
+        tracker = self.new_tracker()
         is_image = is_image_file(face)
-        self.tracker.reset()
         if is_image:
             with clock.time("decode"):
                 image = read_image(face)
@@ -300,23 +332,25 @@ class Pipeline:
         else:
             scan = VideoScan(face)
             frames = _progress(scan, progress, "tracking the face", unit="frame")
-        track = track_faces(frames, self.tracker, self.config.fill_gaps, face.name, clock)
+        track = track_faces(frames, tracker, self.config.on_missing_face, face.name, clock)
         if not is_image:
             timeline = scan.timeline
-        openness = np.array([lip_openness(lm) for lm in track.landmarks])
-        ref_frames = select_references(openness, self.config.refs)
-        landmark_ref_frames = select_references(openness, self.n_landmark_refs)
+        # References come from frames with a face (all of them, unless some have none).
+        good = np.flatnonzero(~track.missing)
+        openness = np.array([lip_openness(track.landmarks[k]) for k in good])
+        ref_frames = good[select_references(openness, self.config.refs)]
+        landmark_ref_frames = good[select_references(openness, self.n_landmark_refs)]
         with clock.time("references"):
             references = self._encode_references(face, track, timeline, ref_frames, is_image)
-        digest = sha256_file(face)
+            digest = sha256_file(face)
         options = {"refs": self.config.refs, "landmark_refs": self.n_landmark_refs, "face_mode": self.config.face_mode,
-                   "fill_gaps": self.config.fill_gaps, "smoothing": self.config.smoothing, "is_image": is_image}
+                   "on_missing_face": self.config.on_missing_face, "smoothing": self.config.smoothing,
+                   "is_image": is_image}
         log.debug("prepared %s: %d frames, stages %s", face.name, len(track), dict(clock.totals))
         return Avatar(track, timeline, ref_frames, landmark_ref_frames, references, face.name, digest,
                       self.bundle.bundle_id, options, source_path=face)
 
-    def _encode_references(self, face: Path, track: FaceTrack, timeline, ref_frames: np.ndarray,
-                           is_image: bool) -> References:
+    def _encode_references(self, face: Path, track: FaceTrack, timeline, ref_frames: np.ndarray, is_image: bool):
         distinct, index = np.unique(ref_frames, return_inverse=True)
         frames = StillFrames(read_image(face)) if is_image else VideoFrames(face, timeline)
         with frames:
@@ -328,121 +362,248 @@ class Pipeline:
         return self.renderer.encode_references(images, sketches, index.reshape(-1))
 
     def load_avatar(self, path: str | Path) -> Avatar:
+        """Read an avatar file made with this bundle and this number of references."""
         avatar = Avatar.load(path, self.bundle.bundle_id)
-        if int(avatar.options.get("refs", -1)) != self.config.refs:
-            raise IplapError(f"{path} was prepared with {avatar.options.get('refs')} references, not "
-                             f"{self.config.refs}; prepare it again or pass --refs {avatar.options.get('refs')}")
+        refs = avatar.options.get("refs")
+        if refs != self.config.refs:
+            raise IplapError(f"{Path(path).name} was prepared with {refs} references, not {self.config.refs}; "
+                             "prepare it again, or render with its number", setting="refs", suggestion=refs)
         return avatar
 
     # -- per speech -----------------------------------------------------------------------
     def render(self, face: str | Path | Avatar, audio: str | Path, out: str | Path, crf: int = 18,
                progress: bool = False) -> RenderReport:
-        """Render ``face`` (a face file or an avatar) speaking ``audio`` into the mp4 ``out``."""
+        """Render ``face`` (a face file or an avatar) speaking ``audio`` into the mp4 ``out``.
+
+        The speech is decoded once: the model hears it as the original reads it (mono,
+        16 kHz), and the output's audio track is encoded from the same samples at their own
+        rate. Audio that cannot be read or encoded fails before any face work starts.
+        """
         start = time.perf_counter()
-        wav = load_audio(audio)
-        check_speech(wav)
-        avatar = face if isinstance(face, Avatar) else self.prepare(face, progress=progress)
-        stream = MelStream()
-        mel = np.concatenate([stream.push(wav), stream.finish()], axis=1)
-        windows = MelWindows()
-        total = max(0, _count_windows(mel.shape[1]))
-        first = None
         clock = StageClock()
-        with VideoWriter(Path(out), avatar.track.width, avatar.track.height, crf=crf, audio_path=Path(audio)) as writer:
-            frames = self._frames(avatar, iter([mel]), windows, clock)
-            for frame in _progress(frames, progress, "rendering", total=total, unit="frame"):
-                if first is None:
-                    first = time.perf_counter() - start
+        out = Path(out)
+        check_output_path(out)
+        with clock.time("audio"):
+            speech = load_speech(audio)
+            check_audio_encoder(speech)
+            wav = speech.for_model()
+            check_speech(wav, speech.name)
+        avatar = face if isinstance(face, Avatar) else self._prepare(Path(face), progress, clock)
+        session = StreamSession(self, avatar, clock=clock)
+        with session:
+            with clock.time("mel"):
+                session.accept(wav)
+                session.finish()
+            total = count_windows(mel_frame_count(wav.size))
+            first = None
+            with clock.time("encode"):
+                writer = VideoWriter(out, avatar.track.width, avatar.track.height, crf=crf, speech=speech)
+            try:
+                for frame in _progress(session.frames(), progress, "rendering", total=total, unit="frame"):
+                    if first is None:
+                        first = time.perf_counter() - start
+                    with clock.time("encode"):
+                        writer.write(frame.image)
                 with clock.time("encode"):
-                    writer.write(frame.image)
-        return RenderReport(Path(out), writer.frames, dict(clock.totals), time.perf_counter() - start, first or 0.0)
+                    writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        return RenderReport(out, writer.frames, dict(clock.totals), time.perf_counter() - start, first or 0.0)
 
-    def stream(self, face: str | Path | Avatar, chunks: Iterable[np.ndarray]) -> Iterator[Frame]:
-        """Frames for speech arriving in chunks of 16 kHz mono float32 samples.
+    def open_stream(self, face: str | Path | Avatar, sample_rate: int = SAMPLE_RATE,
+                    channels: int = 1) -> StreamSession:
+        """A live render: push speech in chunks, take frames as soon as their audio is complete.
 
-        Each frame is yielded as soon as its mel window is complete; the frames do not
-        depend on how the audio is cut into chunks.
+        See :class:`StreamSession` for the audio it takes. Use it as a context manager (or
+        call ``close``) so that the face video it reads is closed.
         """
         avatar = face if isinstance(face, Avatar) else self.prepare(face)
-        mel_stream = MelStream()
-        total_samples = [0]
+        return StreamSession(self, avatar, sample_rate, channels)
 
-        def mel_chunks():
-            # Silence is not an error here: a live stream has pauses, and renders them.
+    def stream(self, face: str | Path | Avatar, chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE,
+               channels: int = 1) -> Iterator[Frame]:
+        """Frames for speech arriving in chunks; each is yielded as soon as its mel window is
+        complete, and the frames do not depend on how the audio is cut into chunks.
+
+        ``chunks``: float32/float64 samples in [-1, 1] or int16, at ``sample_rate`` (resampled
+        to 16 kHz as the original does where it differs), mono, or stereo (``channels=2``:
+        interleaved, or shaped (n, 2)). Anything else is refused with a :class:`MediaError`.
+        """
+        with self.open_stream(face, sample_rate, channels) as session:
             for chunk in chunks:
-                chunk = np.asarray(chunk, np.float32).reshape(-1)
-                total_samples[0] += chunk.size
-                yield mel_stream.push(chunk)
-            if total_samples[0] == 0:
-                raise MediaError("no audio samples were streamed")
-            yield mel_stream.finish()
+                session.accept(chunk)
+                yield from session.frames()
+            session.finish()
+            yield from session.frames()
 
-        produced = 0
-        for frame in self._frames(avatar, mel_chunks(), MelWindows(), StageClock()):
-            produced += 1
-            yield frame
-        if produced == 0:
-            raise MediaError(f"the audio is too short: {total_samples[0] / SAMPLE_RATE:.2f} s; at least "
-                             f"{min_speech_seconds():.2f} s are needed for one output frame")
 
-    # -- the frame loop -------------------------------------------------------------------
-    def _frames(self, avatar: Avatar, mel_chunks: Iterator[np.ndarray], windows: MelWindows,
-                clock: StageClock) -> Iterator[Frame]:
-        n_video = avatar.n_frames
+class StreamSession:
+    """Everything one render or stream owns: its audio, mel windows, frame reader and clock.
+
+    Made by :meth:`Pipeline.open_stream` (and used by ``render`` and ``stream``). Use one
+    session from one thread at a time; any number of sessions of one pipeline may run at
+    once on other threads.
+
+    Audio contract of :meth:`accept`: float32 or float64 samples in [-1, 1], or int16
+    (scaled by 1/32768, as a 16-bit WAV is read), at the session's ``sample_rate`` (8 kHz to
+    192 kHz; resampled to 16 kHz with the original's filter), mono or stereo: stereo is
+    ``channels=2``, either interleaved in a flat array (whole frames: an even length) or
+    shaped (n, 2); the channels are averaged as the original does.
+    """
+
+    MIN_RATE, MAX_RATE = 8000, 192000
+
+    def __init__(self, pipeline: Pipeline, avatar: Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1,
+                 clock: StageClock | None = None):
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+                or not self.MIN_RATE <= sample_rate <= self.MAX_RATE:
+            raise MediaError(f"sample_rate must be a whole number of Hz from {self.MIN_RATE} to {self.MAX_RATE}, "
+                             f"got {sample_rate!r}")
+        if channels not in (1, 2):
+            raise MediaError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
+        self.pipeline, self.avatar = pipeline, avatar
+        self.sample_rate, self.channels = int(sample_rate), channels
+        self.clock = clock or StageClock()
+        self._resampler = KaiserResampler(self.sample_rate, SAMPLE_RATE) if self.sample_rate != SAMPLE_RATE else None
+        self._mel = MelStream()
+        self._windows = MelWindows()
+        self._samples = 0  # samples (per channel) accepted
+        self._finished = False
+        self._next = 0  # the next render
         track = avatar.track
-        ref_pose, ref_content = split_pose_content(np.stack([track.normalised(int(k))
-                                                             for k in avatar.landmark_ref_frames]))
-        ref_pose, ref_content = ref_pose[None], ref_content[None]
-        normalised_cache: dict[int, np.ndarray] = {}
+        pose, content = split_pose_content(np.stack([track.normalised(int(k)) for k in avatar.landmark_ref_frames]))
+        self._ref_pose, self._ref_content = pose[None], content[None]
+        self._normalised: dict[int, np.ndarray] = {}
+        self._source = None
 
-        def normalised(k: int) -> np.ndarray:
-            if k not in normalised_cache:
-                if len(normalised_cache) > 64:
-                    normalised_cache.clear()
-                normalised_cache[k] = track.normalised(k)
-            return normalised_cache[k]
+    # -- audio in -------------------------------------------------------------------------
+    def accept(self, samples) -> None:
+        """Add speech (see the class's audio contract); nothing is rendered here."""
+        if self._finished:
+            raise MediaError("the stream is finished: no more audio can be added")
+        mono = self._to_mono(samples)
+        self._samples += mono.size
+        if self._resampler is not None:
+            mono = self._resampler.push(mono)
+        self._windows.extend(self._mel.push(mono))
 
-        frames = (StillFrames(read_image_source(avatar)) if avatar.is_image
-                  else VideoFrames(avatar.source_path or avatar.open_source, avatar.timeline))
-        i = 0
-        with frames:
-            for new in mel_chunks:
-                windows.extend(new)
-                while windows.available >= i + 3:  # window i + 2 is the last the landmark window needs
-                    seconds_before = dict(clock.totals)
-                    image, face, content = self._render_one(i, avatar, frames, windows, ref_pose, ref_content,
-                                                            normalised, n_video, clock)
-                    seconds = {k: v - seconds_before.get(k, 0.0) for k, v in clock.totals.items()}
-                    for index in ((0, 1, 2) if i == 0 else (i + 2,)):
-                        yield Frame(index, image, i, seconds, face, content)
-                    i += 1
-                    windows.drop_before(i - 2)
+    def finish(self) -> None:
+        """End of speech: the last frames become available."""
+        if self._finished:
+            return
+        if self._samples == 0:
+            raise MediaError("no audio samples were streamed")
+        if self._resampler is not None:
+            self._windows.extend(self._mel.push(self._resampler.flush()))
+        if self._mel.samples <= self._mel.config.n_fft // 2:
+            raise self._too_short()
+        self._windows.extend(self._mel.finish())
+        self._finished = True
 
-    def _render_one(self, i: int, avatar: Avatar, frames, windows: MelWindows, ref_pose, ref_content, normalised,
-                    n_video: int, clock: StageClock) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _to_mono(self, samples) -> np.ndarray:
+        x = np.asarray(samples)
+        if x.dtype == np.int16:
+            x = x.astype(np.float32) / np.float32(32768)
+        elif x.dtype in (np.float32, np.float64):
+            x = x.astype(np.float32, copy=False)
+        else:
+            raise MediaError(f"audio samples must be float32 or float64 in [-1, 1], or int16; got {x.dtype}")
+        if x.ndim == 1:
+            if x.size % self.channels:
+                raise MediaError(f"an interleaved stereo chunk must hold whole frames (an even number of samples); "
+                                 f"got {x.size}")
+            x = x.reshape(-1, self.channels)
+        elif x.ndim != 2 or x.shape[1] != self.channels:
+            raise MediaError(f"audio samples must be a flat array or shaped (n, {self.channels}) for "
+                             f"{self.channels} channel{'s' if self.channels > 1 else ''}; got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise MediaError("audio samples hold NaN or infinite values")
+        return np.ascontiguousarray(x[:, 0]) if self.channels == 1 else np.mean(x, axis=1, dtype=np.float32)
+
+    def _too_short(self) -> MediaError:
+        return MediaError(f"the audio is too short: {self._samples / self.sample_rate:.2f} s; at least "
+                          f"{min_speech_seconds():.2f} s are needed for one output frame")
+
+    # -- frames out -----------------------------------------------------------------------
+    @property
+    def frames_done(self) -> int:
+        """Output frames produced so far."""
+        return 0 if self._next == 0 else self._next + 2
+
+    def frames(self) -> Iterator[Frame]:
+        """Render and yield every frame whose audio is complete (lazily: one render per step)."""
+        while self._windows.available >= self._next + 3:  # window i + 2 is the last render i needs
+            i = self._next
+            produced = self._render(i)
+            self._next += 1  # before yielding: a caller that stops early does not get them twice
+            self._windows.drop_before(self._next - 2)
+            yield from produced
+        if self._finished and self._next == 0:
+            raise self._too_short()
+
+    def _frame_source(self):
+        if self._source is None:
+            avatar = self.avatar
+            self._source = (StillFrames(_read_avatar_image(avatar)) if avatar.is_image
+                            else VideoFrames(avatar.source_path or avatar.open_source, avatar.timeline))
+        return self._source
+
+    def _pose(self, k: int) -> np.ndarray:
+        if k not in self._normalised:
+            if len(self._normalised) > 64:
+                self._normalised.clear()
+            self._normalised[k] = self.avatar.track.normalised(k)
+        return self._normalised[k][:, :N_POSE]
+
+    def _render(self, i: int) -> list[Frame]:
+        pipeline, avatar, clock = self.pipeline, self.avatar, self.clock
         track = avatar.track
-        seq = [pingpong_index(i + k, n_video) for k in range(T_FRAMES)]
+        before = dict(clock.totals)
+        seq = [pingpong_index(i + k, avatar.n_frames) for k in range(T_FRAMES)]
+        centre = seq[2]
+        indices = (0, 1, 2) if i == 0 else (i + 2,)
+        with clock.time("decode"):
+            background = self._frame_source()[centre]
+        if track.passthrough[centre]:
+            seconds = _since(before, clock)
+            return [Frame(index, background, i, seconds, passed_through=True) for index in indices]
         with clock.time("landmarks"):
-            mels = np.stack([windows.window(max(0, i + k - 2)) for k in range(T_FRAMES)])[None, :, None]
-            pose = np.stack([normalised(k)[:, :N_POSE] for k in seq])[None]
-            content = self.landmark_generator.predict(mels, pose, ref_pose, ref_content)
+            mels = np.stack([self._windows.window(max(0, i + k - 2)) for k in range(T_FRAMES)])[None, :, None]
+            pose = np.stack([self._pose(k) for k in seq])[None]
+            content = pipeline.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
         with clock.time("sketches"):
             full = np.concatenate([pose[0], content], axis=2)
             sketches = draw_sketches(full, np.array([track.crop_hw(k) for k in seq]))
-        centre = seq[2]
-        with clock.time("decode"):
-            background = frames[centre]
-        face = crop_face(background, track.boxes[centre])
-        result = self.renderer.render(avatar.references, face, sketches, windows.window(i))
+        with clock.time("crop"):
+            face = crop_face(background, track.boxes[centre])
+        result = pipeline.renderer.render(avatar.references, face, sketches, self._windows.window(i))
         for stage, seconds in result.seconds.items():  # flow_modulations, flow_head, warp, translation
             clock.add(stage, seconds)
         with clock.time("blend"):
             box = tuple(int(v) for v in track.boxes[centre])
             image = blend_face(background, face_to_uint8(result.face), box, track.landmarks[centre])
-        return image, result.face, content
+        seconds = _since(before, clock)
+        return [Frame(index, image, i, seconds, result.face, content) for index in indices]
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def read_image_source(avatar: Avatar) -> np.ndarray:
+def _since(before: dict[str, float], clock: StageClock) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in clock.totals.items() if v - before.get(k, 0.0) > 0}
+
+
+def _read_avatar_image(avatar: Avatar) -> np.ndarray:
     if avatar.source_path is not None:
         return read_image(avatar.source_path)
     with avatar.open_source() as f:
@@ -455,31 +616,13 @@ def read_image_source(avatar: Avatar) -> np.ndarray:
     return as_bgr(image)
 
 
-def _count_windows(n_mel: int) -> int:
-    """Rendered frames + 2 = windows; the video has one frame per window."""
-    windows = MelWindows()
-    windows.frames = np.zeros((80, n_mel), np.float32)
-    return windows.available
-
-
-def min_speech_seconds() -> float:
-    """The shortest speech that gives one output frame (three mel windows)."""
-    n_mel = MelWindows().start(2) + MEL_WINDOW
-    return ((n_mel - 1) * MelConfig().hop + 1) / SAMPLE_RATE
-
-
-def check_speech(wav: np.ndarray) -> None:
-    if wav.size == 0 or float(np.abs(wav).max()) < SILENCE_PEAK:
-        raise MediaError("the audio is silent (peak below -80 dBFS): there is no speech to lip-sync")
-    n_mel = 1 + wav.size // MelConfig().hop
-    if _count_windows(n_mel) < 3:
-        raise MediaError(f"the audio is too short: {wav.size / SAMPLE_RATE:.2f} s; at least "
-                         f"{min_speech_seconds():.2f} s are needed for one output frame")
-
-
 def _progress(iterable, enabled: bool, description: str, total: int | None = None, unit: str = "it"):
     if not enabled:
         return iterable
     from tqdm import tqdm
 
     return tqdm(iterable, desc=description, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+__all__ = ["Frame", "MISSING_FACE_MODES", "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StageClock",
+           "StreamSession", "crop_face", "describe_frames", "nearest_good", "track_faces"]

@@ -9,11 +9,11 @@ translation network.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from ..errors import BundleError
@@ -39,6 +39,13 @@ class LandmarkGenerator:
 
     def __init__(self, bundle: Bundle, config: BackendConfig):
         self.model = _load_graph(bundle, "landmark_generator", config)
+
+    @classmethod
+    def from_model(cls, model: InferenceModel) -> LandmarkGenerator:
+        """Over an already loaded graph (see ``Pipeline.with_graphs``)."""
+        generator = cls.__new__(cls)
+        generator.model = model
+        return generator
 
     def predict(self, mels: np.ndarray, pose: np.ndarray, ref_pose: np.ndarray,
                 ref_content: np.ndarray) -> np.ndarray:
@@ -84,7 +91,8 @@ class RenderResult:
 
 
 class Renderer:
-    """The split renderer. ``threads`` also sets Numba's thread count for the warp kernel."""
+    """The split renderer: loaded graphs, no state of a render, so one renderer serves any
+    number of threads at once. ``config.threads`` also sets the warp kernel's threads."""
 
     def __init__(self, bundle: Bundle, config: BackendConfig):
         self.config = config
@@ -92,9 +100,20 @@ class Renderer:
         self.flow_modulations = _load_graph(bundle, "flow_modulations", config)
         self.flow_head = _load_graph(bundle, "flow_head", config)
         self.translation = _load_graph(bundle, "translation", config)
-        if config.threads:
-            numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
         warp.warm_up()  # compile or load the kernel now, not on the first frame
+
+    #: The graphs a renderer runs, as attributes of the same names.
+    GRAPHS = ("reference_encoder", "flow_modulations", "flow_head", "translation")
+
+    def with_models(self, models: dict[str, InferenceModel]) -> Renderer:
+        """A renderer running ``models`` (by graph name) in place of these graphs; this one is unchanged."""
+        unknown = sorted(set(models) - set(self.GRAPHS))
+        if unknown:
+            raise KeyError(f"the renderer has no graph {unknown[0]!r}")
+        other = copy.copy(self)
+        for name, model in models.items():
+            setattr(other, name, model)
+        return other
 
     def encode_references(self, images: np.ndarray, sketches: np.ndarray, index: np.ndarray | None = None,
                           batch: int = 5) -> References:
@@ -127,7 +146,7 @@ class Renderer:
         head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
         t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
-                                               references.images, references.index)
+                                               references.images, references.index, self.config.threads)
         t3 = time.perf_counter()
         out = self.translation.run({
             "face": np.ascontiguousarray(np.asarray(face, np.float32)[None]),

@@ -16,12 +16,34 @@ The kernel runs over 2-row bands of the 128 x 128 output in parallel; each band 
 produces one row of the 64 x 64 h2 output, so every deformation is computed once. The
 features are stored channels-last (computed once per video), so each bilinear tap reads
 a contiguous vector of channels.
+
+Threads. A service calls the kernel from several threads at once, so Numba's threading
+layer must be one that allows concurrent callers (:func:`threading_layer`). iplap asks
+for ``threadsafe`` (tbb, else omp) before the first launch, and makes tbb loadable with
+the oneTBB library that the openvino wheel (a dependency) ships: one TBB in the process,
+shared by OpenVINO and the kernel, rather than a second copy from the ``tbb`` package
+that OpenVINO would then pick up instead of its own. Where neither tbb nor omp (the
+system's libgomp) loads, Numba falls back to ``workqueue``, which aborts the process when
+two threads launch kernels at once; the kernel is then serialized across threads (each
+launch still uses all its threads) and a warning says so. A layer chosen by the user
+(``NUMBA_THREADING_LAYER``) is respected. Numba's thread count is per calling thread,
+so every launch sets it for the thread it runs on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import importlib.util
+import logging
+import os
+import threading
+from contextlib import nullcontext
+
 import numba
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 FUSION_EPS = np.float32(1e-5)
 
@@ -128,10 +150,12 @@ def channels_last(x: np.ndarray) -> np.ndarray:
 
 
 def warp_and_fuse(flow: np.ndarray, weight: np.ndarray, h1_nhwc: np.ndarray, h2_nhwc: np.ndarray,
-                  ref_nhwc: np.ndarray, ref_index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ref_nhwc: np.ndarray, ref_index: np.ndarray | None = None,
+                  threads: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused h1 (1, C1, H, W), h2 (1, C2, H/2, W/2) and reference (1, 3, H, W) for one frame.
 
     ``ref_index`` (N,) maps the N references to rows of the other arrays (default: all rows).
+    ``threads``: Numba threads for this launch (0: all). Safe to call from several threads.
     """
     n, _, height, width = flow.shape
     ref_index = np.arange(n, dtype=np.int64) if ref_index is None else np.asarray(ref_index, np.int64)
@@ -146,17 +170,94 @@ def warp_and_fuse(flow: np.ndarray, weight: np.ndarray, h1_nhwc: np.ndarray, h2_
     out_h1 = np.empty((1, h1_nhwc.shape[3], height, width), np.float32)
     out_h2 = np.empty((1, h2_nhwc.shape[3], height // 2, width // 2), np.float32)
     out_ref = np.empty((1, ref_nhwc.shape[3], height, width), np.float32)
-    warp_fuse(np.ascontiguousarray(flow, np.float32), np.ascontiguousarray(weight, np.float32), h1_nhwc, h2_nhwc,
-              ref_nhwc, ref_index, out_h1[0], out_h2[0], out_ref[0])
+    serial = threading_layer() == "workqueue"
+    with _SERIAL if serial else nullcontext():
+        numba.set_num_threads(_thread_count(threads))
+        warp_fuse(np.ascontiguousarray(flow, np.float32), np.ascontiguousarray(weight, np.float32), h1_nhwc,
+                  h2_nhwc, ref_nhwc, ref_index, out_h1[0], out_h2[0], out_ref[0])
     return out_h1, out_h2, out_ref
+
+
+def _thread_count(threads: int) -> int:
+    most = numba.config.NUMBA_NUM_THREADS
+    return most if threads <= 0 else min(threads, most)
 
 
 def warm_up() -> None:
     """Compile (or load from Numba's cache) the kernel before the first real frame."""
+    threading_layer()
+
+
+# -- the threading layer -----------------------------------------------------------------------
+
+_LAYER_LOCK = threading.Lock()
+_SERIAL = threading.Lock()  # held around each launch when the layer is workqueue
+_layer: str | None = None
+
+
+def threading_layer() -> str:
+    """The Numba threading layer the kernel runs on, chosen at the first call (see the
+    module's docstring): ``"tbb"`` or ``"omp"`` (concurrent callers are fine), or
+    ``"workqueue"`` (launches are serialized)."""
+    global _layer
+    if _layer is None:
+        with _LAYER_LOCK:
+            if _layer is None:
+                _layer = _choose_layer()
+    return _layer
+
+
+def _choose_layer() -> str:
+    user_choice = os.environ.get("NUMBA_THREADING_LAYER") or numba.config.THREADING_LAYER != "default"
+    if not user_choice:
+        _load_openvino_tbb()
+        numba.config.THREADING_LAYER = "threadsafe"
+    try:
+        _launch_tiny()
+    except ValueError as exc:  # Numba: "No threading layer could be loaded"
+        if user_choice:
+            raise
+        log.debug("no thread-safe Numba threading layer (%s)", exc)
+        numba.config.THREADING_LAYER = "workqueue"
+        _launch_tiny()
+    layer = numba.threading_layer()
+    if layer == "workqueue":
+        log.warning("Numba has neither its tbb nor its omp threading layer here; the warp kernel runs one "
+                    "call at a time across threads (install libgomp, or openvino's oneTBB, to lift this)")
+    else:
+        log.debug("Numba threading layer: %s", layer)
+    return layer
+
+
+def _launch_tiny() -> None:
     n, size = 1, 4
-    warp_and_fuse(np.zeros((n, 2, size, size), np.float32), np.ones((n, 1, size, size), np.float32),
-                  np.zeros((n, size, size, 2), np.float32), np.zeros((n, size // 2, size // 2, 2), np.float32),
-                  np.zeros((n, size, size, 3), np.float32))
+    out = (np.empty((1, 2, size, size), np.float32), np.empty((1, 2, size // 2, size // 2), np.float32),
+           np.empty((1, 3, size, size), np.float32))
+    warp_fuse(np.zeros((n, 2, size, size), np.float32), np.ones((n, 1, size, size), np.float32),
+              np.zeros((n, size, size, 2), np.float32), np.zeros((n, size // 2, size // 2, 2), np.float32),
+              np.zeros((n, size, size, 3), np.float32), np.zeros(n, np.int64), out[0][0], out[1][0], out[2][0])
+
+
+_TBB_NAMES = ("libtbb.so.12", "libtbb.12.dylib", "tbb12.dll")
+
+
+def _load_openvino_tbb() -> None:
+    """Load the oneTBB library shipped in the openvino wheel, so that Numba's tbb layer finds it.
+
+    Numba's tbb layer links against ``libtbb.so.12`` but pip installs put no library on
+    the loader's path; once a library of that name is loaded, Numba (and OpenVINO) use it.
+    """
+    spec = importlib.util.find_spec("openvino")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for folder in spec.submodule_search_locations:
+        for name in _TBB_NAMES:
+            for path in glob.glob(os.path.join(folder, "libs", name)) + glob.glob(os.path.join(folder, name)):
+                try:
+                    ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+                    return
+                except OSError as exc:
+                    log.debug("cannot load %s: %s", path, exc)
 
 
 def warp_and_fuse_reference(flow, weight, h1, h2, ref):

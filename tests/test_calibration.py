@@ -18,7 +18,7 @@ from iplap.calibration.evaluate import Metrics
 from iplap.calibration.recipe import DataBudget, Gate, GraphRecipe, OrtOptions, Recipe, RecipeError, default_graphs
 from iplap.calibration.record import (CALIBRATION, HELDOUT, CalibrationDataError, Clip, SampleStore, assign_roles,
                                       count_renders, discover_clips, speech_for_renders)
-from iplap.runtime.audio import load_audio, mel_windows
+from iplap.runtime.audio import count_windows, load_audio, mel_frame_count
 from iplap.runtime.backends import BackendConfig
 from iplap.runtime.bundle import Bundle
 from iplap.runtime.files import sha256_file
@@ -136,7 +136,7 @@ def test_int8_bundle_runs_in_the_pipeline(int8_bundle, bundle_dir, backend):
     for name, root in (("fp32", bundle_dir), ("int8", int8_bundle)):
         pipeline = Pipeline(root, PipelineConfig(backend=BackendConfig(backend, threads=2), refs=REFS))
         frames = list(pipeline.stream(FACE_IMAGE, [wav]))
-        assert len(frames) == len(mel_windows(1 + len(wav) // 200))
+        assert len(frames) == count_windows(mel_frame_count(len(wav)))
         faces[name] = np.stack([f.image for f in frames]).astype(np.float64)
     mse = np.mean((faces["fp32"] - faces["int8"]) ** 2)
     assert 0 < mse and 10 * np.log10(255 ** 2 / mse) > 35  # different numbers, the same picture
@@ -278,7 +278,7 @@ def test_speech_is_cut_to_the_frames_needed():
     for renders in (1, 2, 7, 24):
         cut, got = speech_for_renders(wav, renders)
         assert got == renders and count_renders(len(cut)) == renders and count_renders(len(cut) - 1) < renders
-        assert len(mel_windows(1 + len(cut) // 200)) == renders + 2  # the pipeline's own count
+        assert count_windows(mel_frame_count(len(cut))) == renders + 2  # the pipeline's own count
     assert speech_for_renders(wav[:3000], 5)[1] == 0
 
 

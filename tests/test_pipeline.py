@@ -14,17 +14,17 @@ import soundfile
 
 from conftest import light_copy
 from iplap.cli import main
-from iplap.runtime.audio import load_audio, mel_windows
+from iplap.runtime.audio import count_windows, load_audio, mel_frame_count, min_speech_seconds
 from iplap.runtime.avatar import Avatar, AvatarError
 from iplap.runtime.backends import BackendConfig
 from iplap.runtime.media import read_video_frames
-from iplap.runtime.pipeline import Pipeline, PipelineConfig, min_speech_seconds
+from iplap.runtime.pipeline import Pipeline, PipelineConfig
 from iplap.samples import FACE_IMAGE, SPEECH_16K
 from iplap.samples.clip import head_motion_frames, write_clip
-from mediautil import sine, write_audio, write_video
+from mediautil import decoded_audio, sine, write_audio, write_video
 
 SHORT = 0.5  # seconds of speech: 41 mel frames -> 9 windows -> 7 renders -> 9 frames
-FRAMES_035 = len(mel_windows(1 + int(0.35 * 16000) // 200))  # frames of 0.35 s of speech
+FRAMES_035 = count_windows(mel_frame_count(int(0.35 * 16000)))  # frames of 0.35 s of speech
 REFS = 5  # fewer references keep the default test run short; N=25 is tested in the slow suite
 
 
@@ -75,7 +75,7 @@ def test_run_photo_writes_mp4_with_audio(bundle_dir, tmp_path, capsys):
         assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
         assert (video.width, video.height) == (512, 512)
         frames = sum(1 for _ in container.decode(video))
-    assert frames == len(mel_windows(1 + 8000 // 200)) == 9  # one frame per mel window
+    assert frames == count_windows(mel_frame_count(8000)) == 9  # one frame per mel window
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     umask = os.umask(0)
     os.umask(umask)
@@ -307,24 +307,79 @@ def test_no_face_in_the_image(bundle_dir, tmp_path, capsys):
     _assert_clean_error(code, err, "no face", "wall.png")
 
 
-def _clip_with_gap(tmp_path, gap):
+def _clip_with_gap(tmp_path, gap, value=128):
     frames = head_motion_frames(0.6, size=256)
     for k in gap:
-        frames[k] = np.full_like(frames[k], 128)
-    return write_clip(tmp_path / "gap.mp4", frames)
+        frames[k] = np.full_like(frames[k], value)
+    return write_clip(tmp_path / "gap.mp4", frames), frames
 
 
-def test_no_face_in_some_frames_names_them(bundle_dir, tmp_path, capsys):
-    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=_clip_with_gap(tmp_path, [5, 6, 7]))
-    _assert_clean_error(code, err, "no face in frames 5-7", "--fill-gaps 3")
-
-
-def test_fill_gaps_carries_the_track_over(bundle_dir, tmp_path, capsys):
+def _run_gap(bundle_dir, tmp_path, capsys, face, *extra):
     out = tmp_path / "out.mp4"
-    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(_clip_with_gap(tmp_path, [5, 6, 7])),
-                      "--audio", str(_speech(tmp_path, 0.35)), "--out", str(out), "--refs", str(REFS),
-                      "--fill-gaps", "3", "--quiet"], capsys)
-    assert code == 0, err and out.exists()
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(face), "--audio", str(_speech(tmp_path)),
+                      "--out", str(out), "--refs", str(REFS), "--crf", "0", "--quiet", *extra], capsys)
+    assert code == 0, err
+    assert out.exists()
+    return read_video_frames(out), err
+
+
+def test_frames_without_a_face_pass_through_unchanged(bundle_dir, tmp_path, capsys, caplog):
+    """The default: frames 5-7 (no face) are the source's pixels; the rest are rendered.
+    Output frame j >= 2 shows source frame j (no ping-pong within the first 15)."""
+    clip, source = _clip_with_gap(tmp_path, [5, 6, 7])
+    with caplog.at_level("WARNING"):
+        frames, err = _run_gap(bundle_dir, tmp_path, capsys, clip)
+    assert len(frames) == 9
+    for j in (5, 6, 7):
+        assert np.array_equal(frames[j], source[j]), j
+    for j in (3, 4, 8):
+        assert not np.array_equal(frames[j], source[j]), j
+    assert "no face found in frames 5-7 of gap.mp4" in caplog.text and "pass through unchanged" in caplog.text
+
+
+def test_fade_in_passes_through_and_references_skip_it(pipeline, tmp_path):
+    """A clip whose first frames are black (a fade-in): they pass through, and references
+    and landmark references come only from frames with a face."""
+    clip, source = _clip_with_gap(tmp_path, [0, 1, 2, 3], value=0)
+    avatar = pipeline.prepare(clip)
+    assert avatar.track.missing[:4].all() and not avatar.track.missing[4:].any()
+    assert avatar.track.passthrough[:4].all()
+    assert (avatar.ref_frames >= 4).all() and (avatar.landmark_ref_frames >= 4).all()
+    # The missing frames' tracks are the nearest face's (frame 4), so windows over them stay whole.
+    assert np.array_equal(avatar.track.landmarks[0], avatar.track.landmarks[4])
+    frames = list(pipeline.stream(avatar, [load_audio(_speech(tmp_path))]))
+    assert all(f.passed_through and np.array_equal(f.image, source[2]) for f in frames[:3])  # render 0 = frame 2
+    assert frames[3].passed_through and not frames[4].passed_through
+
+
+def test_fill_renders_the_nearest_face_over_the_gap(bundle_dir, tmp_path, capsys, caplog):
+    clip, source = _clip_with_gap(tmp_path, [5, 6, 7])
+    with caplog.at_level("WARNING"):
+        frames, err = _run_gap(bundle_dir, tmp_path, capsys, clip, "--on-missing-face", "fill")
+    for j in (5, 6, 7):
+        assert not np.array_equal(frames[j], source[j]), j
+    assert "nearest frame with a face" in caplog.text
+
+
+def test_on_missing_face_error_names_the_frames(bundle_dir, tmp_path, capsys):
+    clip, _ = _clip_with_gap(tmp_path, [5, 6, 7])
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=clip, extra=("--on-missing-face", "error"))
+    _assert_clean_error(code, err, "no face in frames 5-7 of gap.mp4", "--on-missing-face pass")
+
+
+def test_video_without_any_face_is_an_error(bundle_dir, tmp_path, capsys):
+    clip, _ = _clip_with_gap(tmp_path, range(15))
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, face=clip)
+    _assert_clean_error(code, err, "no face found in gap.mp4")
+
+
+def test_nearest_good_frame():
+    from iplap.runtime.pipeline import describe_frames, nearest_good
+
+    missing = np.array([1, 1, 0, 0, 1, 1, 1, 0, 1], bool)
+    assert nearest_good(missing).tolist() == [2, 2, 2, 3, 3, 3, 7, 7, 7]  # ties go to the earlier frame
+    assert describe_frames(np.flatnonzero(missing)) == "frames 0-1, 4-6, 8"
+    assert describe_frames([3]) == "frame 3"
 
 
 def test_two_faces_takes_one_and_logs(pipeline, tmp_path, caplog):
@@ -426,3 +481,156 @@ def test_small_face_in_a_1080p_frame_renders(pipeline, tmp_path):
     out = tmp_path / "hd.mp4"
     assert pipeline.render(avatar, _speech(tmp_path, 0.35), out).frames == FRAMES_035
     assert read_video_frames(out)[0].shape == (1080, 1920, 3)
+
+
+# -- speech in other formats, end to end ------------------------------------------------------------
+
+def test_mp3_speech_renders_and_is_muxed(bundle_dir, tmp_path, capsys):
+    """A 16 kHz mono MP3 of one second (PyAV's mp3 encoder) used to fail after rendering, in
+    muxing its audio: mp3 frames (1152 samples) were fed to the AAC encoder (1024)."""
+    wav = load_audio(SPEECH_16K)[8000:24000]
+    mp3 = write_audio(tmp_path / "speech.mp3", wav, 16000, "libmp3lame")
+    out = tmp_path / "out.mp4"
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio", str(mp3), "--out",
+                      str(out), "--refs", str(REFS), "--quiet"], capsys)
+    assert code == 0, err
+    samples, rate, start, video_start = decoded_audio(out)
+    assert rate == 16000 and abs(start - video_start) < 1 / 25
+    assert abs(len(samples) / rate - 1.0) < 1 / 25 + 1024 / rate
+
+
+def test_audio_that_cannot_be_decoded_fails_before_the_face_work(bundle_dir, tmp_path, capsys, monkeypatch):
+    """Audio problems are found before any face tracking starts (not minutes later)."""
+    calls = []
+    monkeypatch.setattr(Pipeline, "_prepare", lambda *a, **k: calls.append(a) or pytest.fail("prepared"))
+    bad = tmp_path / "speech.mp3"
+    bad.write_bytes(b"ID3" + os.urandom(3000))
+    code, err = _bad_run(bundle_dir, tmp_path, capsys, audio=bad)
+    _assert_clean_error(code, err, "speech.mp3")
+    assert calls == []
+
+
+# -- streaming: the audio contract, and several streams at once ----------------------------------------
+
+def test_stream_takes_44k_stereo_int16_chunks_as_the_file_would_be_read(pipeline, tmp_path):
+    """Interleaved stereo int16 at 44.1 kHz, in uneven chunks, gives the frames of the same
+    audio read from a WAV file (channels averaged, resampled as the original)."""
+    avatar = pipeline.prepare(FACE_IMAGE)
+    speech = load_audio(SPEECH_16K)[8000:8000 + int(0.4 * 16000)]
+    from iplap.runtime.resample import resample_like_librosa
+
+    stereo = np.stack([speech, 0.5 * speech], axis=1)
+    pcm = (resample_like_librosa(stereo[:, 0], 16000, 44100)[:, None] * [1.0, 0.5] * 20000).astype(np.int16)
+    soundfile.write(tmp_path / "s.wav", pcm, 44100, subtype="PCM_16")
+    from_file = [f.image for f in pipeline.stream(avatar, [load_audio(tmp_path / "s.wav")])]
+    flat = pcm.reshape(-1)
+    chunks = [flat[i:i + 2 * 777] for i in range(0, flat.size, 2 * 777)]
+    streamed = [f.image for f in pipeline.stream(avatar, chunks, sample_rate=44100, channels=2)]
+    assert len(streamed) == len(from_file) > 3
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, from_file))
+    shaped = [f.image for f in pipeline.stream(avatar, [pcm], sample_rate=44100, channels=2)]
+    assert all(np.array_equal(a, b) for a, b in zip(shaped, from_file))
+
+
+@pytest.mark.parametrize("kwargs,chunk,message", [
+    ({}, np.zeros(100, np.int32), "float32 or float64"),
+    ({}, np.zeros((100, 2), np.float32), "shaped"),
+    ({"channels": 2}, np.zeros(101, np.float32), "whole frames"),
+    ({}, np.full(100, np.nan, np.float32), "NaN"),
+    ({"channels": 3}, np.zeros(100, np.float32), "channels must be 1"),
+    ({"sample_rate": 0}, np.zeros(100, np.float32), "sample_rate"),
+    ({"sample_rate": 44100.5}, np.zeros(100, np.float32), "sample_rate"),
+    ({"sample_rate": 1_000_000}, np.zeros(100, np.float32), "sample_rate"),
+])
+def test_stream_refuses_audio_outside_its_contract(pipeline, kwargs, chunk, message):
+    from iplap.errors import MediaError
+
+    avatar = pipeline.prepare(FACE_IMAGE)
+    with pytest.raises(MediaError, match=message):
+        list(pipeline.stream(avatar, [chunk], **kwargs))
+
+
+def test_three_streams_at_once_equal_three_in_turn(bundle_dir, clip):
+    """One pipeline, three threads, three streams (each tracking its own face, in track mode
+    where the tracker keeps state from frame to frame): the frames of sequential runs."""
+    import threading
+
+    pipe = Pipeline(bundle_dir, PipelineConfig(backend=BackendConfig(threads=2), refs=REFS, face_mode="track"))
+    full = load_audio(SPEECH_16K)
+    speeches = [full[k * 8000:k * 8000 + int(0.36 * 16000)] for k in (1, 3, 5)]
+
+    def run(k):
+        return [f.image for f in pipe.stream(clip, [speeches[k][i:i + 999] for i in range(0, len(speeches[k]), 999)])]
+
+    sequential = [run(k) for k in range(3)]
+    results, errors = [None] * 3, []
+
+    def worker(k):
+        try:
+            results[k] = run(k)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for k in range(3):
+        assert len(results[k]) == len(sequential[k]) > 3
+        assert all(np.array_equal(a, b) for a, b in zip(results[k], sequential[k])), k
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+def _stage_sum(err):
+    import re
+
+    found = re.search(r"frames in ([\d.]+) s \([\d.]+ s/frame; (.*)\); models loaded", err)
+    assert found, err
+    stages = {name: float(value) for name, value in re.findall(r"([\w ]+?) ([\d.]+)s(?:, |$)", found.group(2))}
+    return float(found.group(1)), stages
+
+
+def test_printed_timing_adds_up_and_verbose_goes_anywhere(bundle_dir, clip, tmp_path, capsys):
+    """-v after the subcommand works; the stages (the face's preparation included) add up to
+    the printed wall time within 5%."""
+    out = tmp_path / "out.mp4"
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--face", str(clip), "--audio", str(_speech(tmp_path)),
+                      "--out", str(out), "--refs", str(REFS), "--quiet", "-v"], capsys)
+    assert code == 0, err
+    wall, stages = _stage_sum(err)
+    assert {"audio", "decode", "face", "references", "flow_head", "encode"} <= set(stages)
+    assert abs(sum(stages.values()) - wall) <= 0.05 * wall, (wall, stages)
+    code, err = _run(["-v", "run", "--bundle", str(bundle_dir), "--face", str(FACE_IMAGE), "--audio",
+                      str(_speech(tmp_path)), "--out", str(out), "--refs", str(REFS), "--quiet"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("option", [["--track"], ["--static"], ["--smooth"], ["--on-missing-face", "fill"]])
+def test_run_with_an_avatar_refuses_prepare_options(bundle_dir, tmp_path, capsys, option):
+    avatar = tmp_path / "a.avatar"
+    avatar.write_bytes(b"not read: refused before")
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--avatar", str(avatar), "--audio",
+                      str(_speech(tmp_path)), "--out", str(tmp_path / "o.mp4"), *option], capsys)
+    _assert_clean_error(code, err, option[0], "only change how a face is prepared")
+
+
+def test_crf_help_says_lossless_is_not_for_browsers(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "browsers" in " ".join(capsys.readouterr().out.split())
+
+
+def test_library_errors_name_settings_and_the_cli_names_flags(pipeline, tmp_path, capsys, bundle_dir):
+    from iplap.errors import IplapError
+
+    path = pipeline.prepare(FACE_IMAGE).save(tmp_path / "a.avatar")
+    other = Pipeline(bundle_dir, PipelineConfig(backend=BackendConfig(threads=2), refs=REFS + 1))
+    with pytest.raises(IplapError) as caught:
+        other.load_avatar(path)
+    assert "--" not in str(caught.value) and caught.value.setting == "refs" and caught.value.suggestion == REFS
+    code, err = _run(["run", "--bundle", str(bundle_dir), "--avatar", str(path), "--audio", str(_speech(tmp_path)),
+                      "--out", str(tmp_path / "o.mp4"), "--refs", str(REFS + 1)], capsys)
+    _assert_clean_error(code, err, f"--refs {REFS}")
