@@ -1,7 +1,61 @@
 """iplap: IP_LAP talking-face inference without PyTorch.
 
-The runtime lives in :mod:`iplap.runtime`; the export toolchain (torch) in
-:mod:`iplap.export`, calibration and quantization in :mod:`iplap.calibration`.
+What a program needs is here::
+
+    import iplap
+
+    pipe = iplap.Pipeline("bundle", iplap.PipelineConfig(backend=iplap.BackendConfig("openvino", threads=2)))
+    pipe.render("face.mp4", "speech.wav", "out.mp4")
+
+* :class:`Pipeline` (the entry object: ``prepare``, ``render``, ``stream``, ``open_stream``),
+  configured by :class:`PipelineConfig` and :class:`BackendConfig`; it opens a bundle from
+  its folder, or takes a :class:`Bundle` opened with ``Bundle.load(folder)`` (the one way to
+  open and verify a bundle, e.g. to share it between pipelines).
+* :class:`Avatar`: a prepared face (``Pipeline.prepare``, ``Pipeline.load_avatar``, ``save``).
+* :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
+* Errors: every problem a user can cause is an :class:`IplapError` (one line; subclasses
+  :class:`MediaError`, :class:`NoFaceError`, :class:`BundleError`, :class:`AvatarError`,
+  :class:`CheckpointError`, :class:`BackendError`).
+
+Threads: one :class:`Pipeline` may be used from several threads at once; each render or
+stream keeps its state in its own objects (see the README's "Threads").
+
+The runtime's modules live in :mod:`iplap.runtime`; the export toolchain (torch) in
+:mod:`iplap.export`, calibration in :mod:`iplap.calibration`. Names here are imported on
+first use, so ``import iplap`` (and ``iplap --help``) stays fast.
 """
 
+from .errors import (AvatarError, BackendError, BundleError, CheckpointError, IplapError, MediaError,
+                     NoFaceError)
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Pipeline": "iplap.runtime.pipeline",
+    "PipelineConfig": "iplap.runtime.pipeline",
+    "StreamSession": "iplap.runtime.pipeline",
+    "Frame": "iplap.runtime.pipeline",
+    "RenderReport": "iplap.runtime.pipeline",
+    "BackendConfig": "iplap.runtime.backends",
+    "Avatar": "iplap.runtime.avatar",
+    "Bundle": "iplap.runtime.bundle",
+}
+
+__all__ = ["Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
+           "Frame", "IplapError", "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport",
+           "StreamSession", "__version__"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'iplap' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -17,17 +18,48 @@ from .errors import IplapError
 
 log = logging.getLogger("iplap")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USAGE = 0, 2
+
+#: How the CLI spells the settings that errors suggest (``IplapError.setting``).
+SETTING_FLAGS = {"refs": "--refs", "on_missing_face": "--on-missing-face", "backend": "--backend",
+                 "overwrite": "--force", "face_mode": "--static/--track"}
+
+
+def _verbose_option() -> argparse.ArgumentParser:
+    """-v, accepted before the subcommand and after it (a parent parser of each)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's parser must not reset a -v given before the subcommand.
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log debug messages to stderr")
+    return parent
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iplap", description="Lip-synced talking faces with IP_LAP, without PyTorch.")
+    verbose = _verbose_option()
+    parser = argparse.ArgumentParser(prog="iplap", description="Lip-synced talking faces with IP_LAP, without PyTorch.",
+                                     parents=[verbose])
     parser.add_argument("--version", action="version", version=f"iplap {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    original = sub.add_parser
+
+    def add_parser(name, **kwargs):
+        kwargs.setdefault("parents", [verbose])
+        return original(name, **kwargs)
+
+    sub.add_parser = add_parser
     for register in _COMMANDS:
         register(sub)
     return parser
+
+
+def error_line(exc: IplapError) -> str:
+    """The one line the CLI prints for a user error, with advice in the CLI's own words."""
+    flag = SETTING_FLAGS.get(exc.setting or "")
+    if flag is None:
+        return str(exc)
+    if isinstance(exc.suggestion, bool) or exc.suggestion is None:
+        return f"{exc.message} (use {flag})"
+    return f"{exc.message} (use {flag} {exc.suggestion})"
 
 
 _COMMANDS: list = []
@@ -41,12 +73,12 @@ def _command(register):
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.handler(args) or EXIT_OK)
     except IplapError as exc:
-        print(f"iplap: error: {exc}", file=sys.stderr)
+        print(f"iplap: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("iplap: interrupted", file=sys.stderr)
@@ -104,25 +136,49 @@ def _add_runtime_options(p) -> None:
     p.add_argument("--threads", type=int, default=0, help="threads for inference (default: all cores)")
     p.add_argument("--cache-dir", type=_path, help="OpenVINO model cache folder")
     p.add_argument("--refs", type=int, default=25, help="number of reference images N (default 25)")
+
+
+#: Options that only the face's preparation uses (``run --avatar`` has them in the avatar).
+PREPARE_OPTIONS = {"face_mode": "--static/--track", "on_missing_face": "--on-missing-face", "smooth": "--smooth"}
+
+
+def _add_prepare_options(p) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--static", dest="face_mode", action="store_const", const="static",
-                      help="detect the face on every frame, as the original (default)")
+                      help="detect the face on every frame, as the original (the default)")
     mode.add_argument("--track", dest="face_mode", action="store_const", const="track",
                       help="follow the face from the previous frame's landmarks (faster)")
-    p.set_defaults(face_mode="static")
-    p.add_argument("--fill-gaps", type=int, default=0, metavar="N",
-                   help="carry the last face track over at most N frames without a face (default 0: error)")
-    p.add_argument("--smooth", action="store_true", help="smooth tracked landmarks against jitter (One-Euro)")
+    p.add_argument("--on-missing-face", choices=("pass", "fill", "error"), default=None,
+                   help="frames of the face video without a face (fades, cut-aways): pass = leave them as they "
+                        "are (default), fill = render the nearest frame's face onto them, error = refuse the video")
+    p.add_argument("--smooth", action="store_true", default=None,
+                   help="smooth tracked landmarks against jitter (One-Euro)")
+
+
+def _check_refs(args) -> None:
+    if not 1 <= args.refs <= 100:
+        raise IplapError(f"--refs must be between 1 and 100, got {args.refs}")
+    if args.threads < 0:
+        raise IplapError(f"--threads must be 0 (all cores) or more, got {args.threads}")
 
 
 def _pipeline(args):
     from .runtime.backends import BackendConfig
     from .runtime.pipeline import Pipeline, PipelineConfig
 
+    _check_refs(args)
     backend = BackendConfig(backend=args.backend, device=args.device, threads=args.threads, cache_dir=args.cache_dir)
-    config = PipelineConfig(backend=backend, refs=args.refs, face_mode=args.face_mode, fill_gaps=args.fill_gaps,
-                            smoothing=args.smooth)
+    config = PipelineConfig(backend=backend, refs=args.refs, face_mode=getattr(args, "face_mode", None) or "static",
+                            on_missing_face=getattr(args, "on_missing_face", None) or "pass",
+                            smoothing=bool(getattr(args, "smooth", None)))
     return Pipeline(args.bundle, config)
+
+
+def _print_timing(report, what: str, loading: float) -> None:
+    """The render's wall time and its stages (which add up to it), then the model loading before it."""
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(report.seconds.items(), key=lambda kv: -kv[1]))
+    print(f"wrote {what}: {report.frames} frames in {report.wall_seconds:.2f} s "
+          f"({report.seconds_per_frame:.2f} s/frame; {stages}); models loaded in {loading:.2f} s", file=sys.stderr)
 
 
 @_command
@@ -131,12 +187,16 @@ def _register_run(sub) -> None:
                        description="Render a face (video or photo, or a prepared avatar) speaking the given "
                                    "audio, into an H.264 mp4 with the audio muxed in.")
     _add_runtime_options(p)
+    _add_prepare_options(p)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--face", type=_path, help="face video or image")
     source.add_argument("--avatar", type=_path, help="avatar file from iplap prepare")
-    p.add_argument("--audio", type=_path, required=True, help="speech: any audio file, or a video's audio track")
+    p.add_argument("--audio", type=_path, required=True,
+                   help="speech: any audio file (wav, flac, mp3, m4a, ogg, opus, ...), or a video's audio track")
     p.add_argument("--out", type=_path, required=True, help="output mp4")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 = lossless (default 18)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="H.264 quality (lower is better); 0 = lossless, written as RGB H.264, which browsers "
+                        "and most players do not play")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_run)
 
@@ -144,15 +204,20 @@ def _register_run(sub) -> None:
 def _cmd_run(args) -> int:
     from .runtime.media import check_output_path
 
+    if args.avatar is not None:
+        given = [flag for name, flag in PREPARE_OPTIONS.items() if getattr(args, name, None) is not None]
+        if given:
+            raise IplapError(f"{', '.join(given)} only change how a face is prepared; an avatar was prepared "
+                             "already (give them to iplap prepare, or use --face)")
     check_output_path(args.out)
     if not 0 <= args.crf <= 51:
         raise IplapError(f"--crf must be between 0 and 51, got {args.crf}")
+    start = time.perf_counter()
     pipeline = _pipeline(args)
     face = pipeline.load_avatar(args.avatar) if args.avatar else args.face
+    loading = time.perf_counter() - start
     report = pipeline.render(face, args.audio, args.out, crf=args.crf, progress=not args.quiet)
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(report.seconds.items(), key=lambda kv: -kv[1]))
-    print(f"wrote {report.path}: {report.frames} frames in {report.wall_seconds:.1f} s "
-          f"({report.seconds_per_frame:.2f} s/frame; {stages})", file=sys.stderr)
+    _print_timing(report, str(report.path), loading)
     return EXIT_OK
 
 
@@ -162,6 +227,7 @@ def _register_prepare(sub) -> None:
                        description="Decode and track the face, choose the references and compute their "
                                    "features, and write them with the face file into one avatar file.")
     _add_runtime_options(p)
+    _add_prepare_options(p)
     p.add_argument("--face", type=_path, required=True, help="face video or image")
     p.add_argument("--out", type=_path, required=True, help="avatar file to write (.avatar)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
