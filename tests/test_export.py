@@ -30,7 +30,7 @@ def test_manifest_records_provenance(bundle_dir, standin_checkpoints):
         assert [i["name"] for i in entry["inputs"]] == spec.input_names
         assert entry["onnx"] in manifest["files"] and entry["openvino"] in manifest["files"]
         assert entry["openvino"].replace(".xml", ".bin") in manifest["files"]
-        assert max(entry["max_error_vs_torch"].values()) < 1e-4
+        assert max(entry["max_error_vs_torch"].values()) < 6e-5  # about ten times the 5.8e-6 measured
 
 
 def test_onnx_files_describe_themselves(bundle_dir):

@@ -13,7 +13,9 @@ from iplap.models import (LandmarkGenerator, Renderer, load_landmark_generator, 
                           read_state_dict, standin_state_dict)
 from iplap.models.warp import flow_to_deformation, warp  # noqa: E402
 
-TOL = 1e-3
+# About ten times the max error measured against the goldens (printed by the tests, -s):
+# landmarks 8.3e-7, face 2.4e-7; the warped features are bit-exact (0), bounded at 1e-6.
+TOL = {"predict_content": 1e-5, "generated_face": 3e-6, "wrapped_h1": 1e-6, "wrapped_h2": 1e-6, "wrapped_ref": 1e-6}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def test_landmark_generator_matches_golden(landmark_generator):
     with torch.no_grad():
         out = landmark_generator(*(torch.from_numpy(g[k]) for k in ("T_mels", "T_pose", "Nl_pose", "Nl_content")))
     assert out.shape == (10, 2, 57)
-    assert np.abs(out.numpy() - g["predict_content"]).max() <= TOL
+    error = float(np.abs(out.numpy() - g["predict_content"]).max())
+    print(f"torch landmark generator: max error {error:.2e}")
+    assert error <= TOL["predict_content"]
 
 
 def test_renderer_matches_golden(renderer):
@@ -42,7 +46,9 @@ def test_renderer_matches_golden(renderer):
         face, h1, h2, ref = renderer(*inputs)
     for name, value in (("generated_face", face), ("wrapped_h1", h1), ("wrapped_h2", h2), ("wrapped_ref", ref)):
         assert value.shape == g[name].shape, name
-        assert np.abs(value.numpy() - g[name]).max() <= TOL, name
+        error = float(np.abs(value.numpy() - g[name]).max())
+        print(f"torch {name}: max error {error:.2e}")
+        assert error <= TOL[name], name
 
 
 def test_split_flow_network_equals_original_loop(renderer):
@@ -140,7 +146,7 @@ def test_wrong_model_file_is_an_error(standin_checkpoints):
 def test_not_a_checkpoint(tmp_path, content):
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint|is empty"):
         read_state_dict(path)
 
 

@@ -13,7 +13,9 @@ from iplap.errors import BackendError
 from iplap.runtime.backends import BackendConfig, load_model
 from iplap.runtime.bundle import Bundle
 
-TOL = 1e-3
+# About ten times the max error measured against the goldens on either backend (printed by
+# the tests, -s): landmarks 1.4e-6, face 2.8e-6, h1 2.6e-6, h2 9.2e-7, reference 3.9e-6.
+TOL = {"predict_content": 2e-5, "generated_face": 3e-5, "wrapped_h1": 3e-5, "wrapped_h2": 1e-5, "wrapped_ref": 4e-5}
 BACKENDS = ["onnxruntime", "openvino"]
 
 
@@ -34,7 +36,9 @@ def test_renderer_matches_golden(bundle, backend):
            "wrapped_ref": out.wrapped_ref}
     for name, value in got.items():
         assert value.shape == g[name].shape, name
-        assert np.abs(value - g[name]).max() <= TOL, name
+        error = float(np.abs(value - g[name]).max())
+        print(f"{backend} {name}: max error {error:.2e}")
+        assert error <= TOL[name], name
     assert set(out.seconds) == {"flow_modulations", "flow_head", "warp", "translation"}
 
 
@@ -45,7 +49,9 @@ def test_landmark_generator_matches_golden(bundle, backend):
     g = golden("landmark_generator")
     out = LandmarkGenerator(bundle, BackendConfig(backend=backend)).predict(g["T_mels"], g["T_pose"], g["Nl_pose"],
                                                                             g["Nl_content"])
-    assert np.abs(out - g["predict_content"]).max() <= TOL
+    error = float(np.abs(out - g["predict_content"]).max())
+    print(f"{backend} landmark generator: max error {error:.2e}")
+    assert error <= TOL["predict_content"]
 
 
 _NO_TORCH = """
@@ -68,7 +74,7 @@ def test_golden_without_torch_imported(bundle_dir, data_dir):
     out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(bundle_dir), str(data_dir / "golden_renderer.npz"),
                           "openvino"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert float(out.stdout.strip()) <= TOL
+    assert float(out.stdout.strip()) <= TOL["generated_face"]
 
 
 def test_openvino_defaults_to_exact_f32():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +13,23 @@ import pytest
 from iplap.models.standin import checkpoint_specs, standin_state_dict
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+#: Per tensor: sha256 prefix, dtype and shape of the reference script's seed-0 state dicts
+#: (../shared/reference/make_checkpoints.py), so that CI checks bit-identity without it.
+HASHES = Path(__file__).resolve().parent / "data" / "standin_hashes.json"
+
+
+def _fingerprints(state: dict) -> dict[str, str]:
+    return {k: f"{hashlib.sha256(v.tobytes()).hexdigest()[:16]}:{v.dtype}:{'x'.join(map(str, v.shape))}"
+            for k, v in state.items()}
+
+
+@pytest.mark.parametrize("model", ["landmark_generator", "renderer"])
+def test_bit_identical_to_the_recorded_reference_hashes(model):
+    """Runs everywhere (CI has no ../shared): our seed-0 tensors have the reference's hashes."""
+    expected = json.loads(HASHES.read_text())[model]
+    ours = _fingerprints(standin_state_dict(model))
+    assert ours.keys() == expected.keys()
+    assert [k for k in ours if ours[k] != expected[k]] == []
 
 
 @pytest.mark.parametrize("model", ["landmark_generator", "renderer"])
@@ -39,4 +58,5 @@ def test_bit_identical_to_reference_script(model, monkeypatch):
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert ours[key].dtype == theirs[key].dtype and ours[key].tobytes() == theirs[key].tobytes(), key
+    assert _fingerprints(theirs) == json.loads(HASHES.read_text())[model]  # the recorded hashes are current
     sys.modules.pop("make_checkpoints", None)
