@@ -26,6 +26,16 @@ pytest_plugins = ("facefixtures",)  # face_models, face_backend, face_stack
 
 USED = list(USED_INDICES)
 GOLDEN_NAMES = ("astronaut", "astronaut_small", "astronaut_rot12", "astronaut_zoom", "astronaut_flip")
+#: The photo in frames of other shapes; 720x528 and 528x720 do not scale to whole pixels in
+#: the detector's 128 x 128 letterbox (5.625 frame pixels a tensor pixel).
+NONSQUARE_NAMES = ("640x480", "720x528", "720x528_zoom", "528x720_portrait", "1080x1920_portrait", "1280x720_zoom")
+#: Every golden where mediapipe ran on the whole frame: (golden file, image name, landmarks key).
+WHOLE_FRAME_GOLDENS = ([("facemesh", name, f"landmarks__{name}__refine") for name in GOLDEN_NAMES]
+                       + [("facemesh_nonsquare", name, f"landmarks__{name}") for name in NONSQUARE_NAMES])
+#: Distance to mediapipe's landmarks over the 131 used points, px: the crops are MediaPipe's
+#: bit for bit, so what is left is the models' float arithmetic (ONNX Runtime or OpenVINO
+#: against TFLite's XNNPACK), a few thousandths of a pixel.
+MAX_PX, MEAN_PX = 0.06, 0.02
 
 
 def golden_faces(name: str = "facemesh") -> dict[str, np.ndarray]:
@@ -378,15 +388,18 @@ def test_export_refuses_an_altered_wheel(tmp_path):
 
 # -- the whole pipeline against mediapipe ------------------------------------------------------
 
-@pytest.mark.parametrize("name", GOLDEN_NAMES)
-def test_landmarks_match_mediapipe(face_stack, name):
-    gold = golden_faces()
-    image, reference = gold[f"image__{name}"], gold[f"landmarks__{name}__refine"]
+@pytest.mark.parametrize(("golden", "name", "key"), WHOLE_FRAME_GOLDENS, ids=[n for _, n, _ in WHOLE_FRAME_GOLDENS])
+def test_landmarks_match_mediapipe(face_stack, golden, name, key):
+    gold = golden_faces(golden)
+    image, reference = gold[f"image__{name}"], gold[key]
     height, width = image.shape[:2]
     found = make_tracker(face_stack).process(image)
     assert found is not None and found.source == "detection" and found.points.shape == (478, 3)
     errors = _pixel_errors(found.points, reference, width, height)
-    assert errors[USED].max() < 0.5, f"131 used points: {errors[USED].max():.3f} px"
+    used = errors[USED]
+    print(f"{name} ({width}x{height}): 131 points max {used.max():.4f} px, mean {used.mean():.4f} px")
+    assert used.max() <= MAX_PX and used.mean() <= MEAN_PX, f"131 used points: max {used.max():.4f} px, " \
+                                                              f"mean {used.mean():.4f} px"
     assert errors.max() < 1.0, f"478 points: {errors.max():.3f} px"
     assert np.abs(found.points[:, 2] - reference[:, 2]).max() * width < 1.0  # z, in x pixels
     assert found.crop_box() == _crop_box(reference, height, width)
