@@ -3,6 +3,10 @@
 Measured per backend (onnxruntime, OpenVINO CPU f32), with a fixed thread count:
 
 * ``static``: one photo (``samples/astronaut.png``), detection + mesh on every call;
+* frame sizes (``--frame-sizes``, default 720x528 and 1920x1080): the photo scaled to the
+  frame's height in a frame of that shape, static (detection + mesh) and tracking (mesh
+  only, the ROI from the previous call); the detector's letterbox and the crops cost what
+  the frame's size makes them cost, and a 720x528 frame does not scale to whole pixels;
 * ``track``: a 2 s synthetic clip made from the photo with small head motion (rotation
   +-3 degrees, shifts of a few pixels, +-2 % zoom); the first frame detects, the others
   take their ROI from the previous landmarks;
@@ -17,7 +21,7 @@ Measured per backend (onnxruntime, OpenVINO CPU f32), with a fixed thread count:
 Times are medians over repeats after a warm-up. Usage::
 
     python -m iplap.benchmarks.bench_face [--models DIR] [--backend both] [--threads 2]
-        [--repeats 30] [--json out.json]
+        [--repeats 30] [--frame-sizes 720x528,1920x1080] [--json out.json]
 
 Without ``--models`` the face models are exported into a temporary folder first (needs the
 export extra and the mediapipe wheel, see ``iplap.export.facemodels``).
@@ -87,7 +91,19 @@ def _pixels(result, width: int, height: int, used: list[int]) -> np.ndarray:
     return result.points[used, :2].astype(np.float64) * [width, height]
 
 
-def bench_backend(models: Path, backend_name: str, threads: int, repeats: int) -> dict:
+def parse_frame_sizes(text: str) -> list[tuple[int, int]]:
+    """``"720x528,1920x1080"`` -> [(720, 528), (1920, 1080)] (width x height)."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        width, _, height = item.lower().partition("x")
+        if not (width.isdigit() and height.isdigit()) or int(width) < 1 or int(height) < 1:
+            raise argparse.ArgumentTypeError(f"frame size {item!r}: expected WIDTHxHEIGHT, e.g. 720x528")
+        sizes.append((int(width), int(height)))
+    return sizes
+
+
+def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
+                  frame_sizes: tuple[tuple[int, int], ...] = ()) -> dict:
     from ..runtime.backends import BackendConfig
     from ..runtime.face import FaceTracker, FaceTrackerConfig, OneEuroConfig
     from ..runtime.landmarks import USED_INDICES
@@ -103,6 +119,13 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int) -
 
     out["static_ms"] = _timed(lambda: static.process(photo), repeats)
     out["detect_ms"] = _timed(lambda: static.detect(photo), repeats)
+
+    out["frames"] = {}
+    for size in frame_sizes:
+        frame = place_photo(photo, size, min(size))
+        track.reset()  # after the first call, each call follows the previous landmarks: mesh only
+        out["frames"][f"{size[0]}x{size[1]}"] = {"static_ms": _timed(lambda: static.process(frame), repeats),
+                                                 "track_ms": _timed(lambda: track.process(frame), repeats)}
 
     clip, _ = head_motion_clip(photo)
     for _ in range(2):  # warm-up pass
@@ -150,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("onnxruntime", "openvino", "both"), default="both")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--frame-sizes", type=parse_frame_sizes, default="720x528,1920x1080",
+                        help="also time static and tracking on frames of these sizes (WIDTHxHEIGHT,...)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -162,12 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             models = Path(tmp)
             export_face_models(models, args.mediapipe_wheel, check=False)
         backends = ("onnxruntime", "openvino") if args.backend == "both" else (args.backend,)
-        results = [bench_backend(models, name, args.threads, args.repeats) for name in backends]
+        results = [bench_backend(models, name, args.threads, args.repeats, tuple(args.frame_sizes))
+                   for name in backends]
 
     for r in results:
         print(f"{r['backend']} ({r['threads']} threads)")
         print(f"  static  detection + mesh  {r['static_ms']:7.2f} ms/frame   (detection alone {r['detect_ms']:.2f} ms)")
         print(f"  tracking mesh             {r['track_ms']:7.2f} ms/frame")
+        for name, t in r["frames"].items():
+            print(f"  {name + ' frame':25s} {t['static_ms']:7.2f} ms/frame static, {t['track_ms']:.2f} ms/frame tracking")
         print(f"  detection, 4K frame       {r['detect_4k_ms']:7.2f} ms   small-face search on 4K "
               f"{r['detect_4k_small_face_ms']:.2f} ms (found {r['detect_4k_small_face_found']})")
         d = r["track_vs_static_px"]

@@ -26,6 +26,16 @@ pytest_plugins = ("facefixtures",)  # face_models, face_backend, face_stack
 
 USED = list(USED_INDICES)
 GOLDEN_NAMES = ("astronaut", "astronaut_small", "astronaut_rot12", "astronaut_zoom", "astronaut_flip")
+#: The photo in frames of other shapes; 720x528 and 528x720 do not scale to whole pixels in
+#: the detector's 128 x 128 letterbox (5.625 frame pixels a tensor pixel).
+NONSQUARE_NAMES = ("640x480", "720x528", "720x528_zoom", "528x720_portrait", "1080x1920_portrait", "1280x720_zoom")
+#: Every golden where mediapipe ran on the whole frame: (golden file, image name, landmarks key).
+WHOLE_FRAME_GOLDENS = ([("facemesh", name, f"landmarks__{name}__refine") for name in GOLDEN_NAMES]
+                       + [("facemesh_nonsquare", name, f"landmarks__{name}") for name in NONSQUARE_NAMES])
+#: Distance to mediapipe's landmarks over the 131 used points, px: the crops are MediaPipe's
+#: bit for bit, so what is left is the models' float arithmetic (ONNX Runtime or OpenVINO
+#: against TFLite's XNNPACK), a few thousandths of a pixel.
+MAX_PX, MEAN_PX = 0.06, 0.02
 
 
 def golden_faces(name: str = "facemesh") -> dict[str, np.ndarray]:
@@ -104,6 +114,85 @@ def test_quarter_turn_crop_rotates_the_image():
     # turn is about the centre of pixel (16, 16), half a pixel off the image's centre: one row
     # shifts (MediaPipe's own convention, kept on purpose).
     assert np.abs(out[1:].astype(int) - np.rot90(image, 1)[:-1].astype(int)).max() <= 1
+
+
+def _reference_fixed_point_maps(matrix, width, height):
+    """OpenCV 4's warpPerspective sample positions, in plain numpy: 1/32 pixel, rounded half to even."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    w = matrix[2, 0] * xs + matrix[2, 1] * ys + matrix[2, 2]
+    scale = np.where(w != 0, 32.0 / np.where(w != 0, w, 1.0), 0.0)
+    limits = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    fixed = [np.rint(np.clip((matrix[k, 0] * xs + matrix[k, 1] * ys + matrix[k, 2]) * scale, *limits)).astype(np.int64)
+             for k in (0, 1)]
+    whole = np.clip(np.stack([f >> 5 for f in fixed], axis=-1), -32768, 32767).astype(np.int16)
+    return whole, ((fixed[1] & 31) * 32 + (fixed[0] & 31)).astype(np.uint16)
+
+
+def _reference_crop(image, box, size, border):
+    """OpenCV 4's 8-bit bilinear warpPerspective (MediaPipe's ImageToTensor on CPU), in plain numpy:
+    weights in 1/1024 from the 1/32-pixel fractions, the sum rounded half up."""
+    whole, fraction = _reference_fixed_point_maps(geometry.tensor_to_image_matrix(box, size, size), size, size)
+    x0, y0 = whole[..., 0].astype(np.int64), whole[..., 1].astype(np.int64)
+    fx, fy = (fraction & 31).astype(np.int64), (fraction >> 5).astype(np.int64)
+    height, width = image.shape[:2]
+    if border == "zero":
+        padded = np.pad(image.astype(np.int64), [(1, 1), (1, 1)] + [(0, 0)] * (image.ndim - 2))
+
+        def tap(y, x):
+            return padded[np.clip(y + 1, 0, height + 1), np.clip(x + 1, 0, width + 1)]
+    else:
+        def tap(y, x):
+            return image.astype(np.int64)[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]
+    if image.ndim == 3:
+        fx, fy = fx[..., None], fy[..., None]
+    total = ((32 - fy) * ((32 - fx) * tap(y0, x0) + fx * tap(y0, x0 + 1))
+             + fy * ((32 - fx) * tap(y0 + 1, x0) + fx * tap(y0 + 1, x0 + 1)))
+    return ((total + 512) >> 10).astype(np.uint8)
+
+
+def test_letterbox_of_a_frame_that_does_not_scale_to_whole_pixels():
+    # MediaPipe's detector input for a 720x528 frame: the ROI (360, 264, 720 x 528) padded to
+    # 720 x 720 with no rounding (PadRoi), corners to the tensor's corners, so tensor pixel
+    # (u, v) samples frame pixel (5.625 u, 5.625 v - 96). 5.625 = 180/32 lies on OpenCV 4's
+    # 1/32-pixel grid, so neighbours are blended in exact 32nds: often 12/32 : 20/32.
+    box, padding = geometry.pad_to_aspect(360.0, 264.0, 720.0, 528.0, 128, 128)
+    assert box == (360.0, 264.0, 720.0, 720.0) and padding == (0.0, pytest.approx(96 / 720))
+    np.testing.assert_allclose(geometry.tensor_to_image_matrix((*box, 0.0), 128, 128),
+                               [[5.625, 0, 0], [0, 5.625, -96], [0, 0, 1]], atol=1e-9)
+    frame = np.zeros((528, 720), np.uint8)
+    frame[0] = 200
+    frame[84, 5:7] = (100, 104)
+    crop = geometry.crop_to_tensor(frame, (*box, 0.0), 128, 128, "zero")
+    assert (crop[16] == 0).all()  # y = -6: all four taps in the zero border
+    assert crop[17, 0] == 125  # y = -0.375: 12/32 of the border's 0 and 20/32 of row 0's 200
+    # y = 84, x = 5.625: (12 * 100 + 20 * 104) / 32 = 102.5, a tie, which OpenCV 4's fixed point
+    # rounds up (OpenCV 5's warpPerspective rounds it to even, 102: the divergence this pins)
+    assert crop[32, 1] == 103
+    # positions snap to the 1/32 grid: a shift of 1/100 pixel changes nothing
+    shifted = geometry.crop_to_tensor(frame, (360.01, 264.01, 720.0, 720.0, 0.0), 128, 128, "zero")
+    np.testing.assert_array_equal(shifted, crop)
+
+
+@pytest.mark.parametrize("border", ("zero", "replicate"))
+def test_crop_is_opencv4_fixed_point_bilinear(border):
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (120, 170, 3), dtype=np.uint8)
+    for box in ((80.3, 61.7, 97.1, 97.1, 0.37), (100.0, 50.0, 150.5, 90.25, -2.9), (160.0, 5.0, 60.0, 60.0, 1.1)):
+        want = _reference_crop(image, box, 48, border)
+        np.testing.assert_array_equal(geometry.crop_to_tensor(image, box, 48, 48, border), want)
+        np.testing.assert_array_equal(geometry.crop_to_tensor(image[..., 1], box, 48, 48, border), want[..., 1])
+
+
+def test_fixed_point_maps_match_their_numpy_reference():
+    rotated = geometry.tensor_to_image_matrix((700.3, 400.9, 310.7, 310.7, 0.41), 192, 192)
+    tilted = rotated.copy()
+    tilted[2, :2] = (1e-4, -2e-4)  # a real perspective divide
+    vanishing = np.array([[1.0, 0, 0], [0, 1, 0], [1.0, 0, -20.0]])  # w = 0 on column 20, huge near it
+    for matrix in (rotated, tilted, vanishing, rotated * [[1e5], [1e5], [1]]):
+        got = geometry.fixed_point_maps(matrix, 64, 40)
+        want = _reference_fixed_point_maps(matrix, 64, 40)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
 
 
 def test_rect_corners_and_projection_agree():
@@ -299,15 +388,18 @@ def test_export_refuses_an_altered_wheel(tmp_path):
 
 # -- the whole pipeline against mediapipe ------------------------------------------------------
 
-@pytest.mark.parametrize("name", GOLDEN_NAMES)
-def test_landmarks_match_mediapipe(face_stack, name):
-    gold = golden_faces()
-    image, reference = gold[f"image__{name}"], gold[f"landmarks__{name}__refine"]
+@pytest.mark.parametrize(("golden", "name", "key"), WHOLE_FRAME_GOLDENS, ids=[n for _, n, _ in WHOLE_FRAME_GOLDENS])
+def test_landmarks_match_mediapipe(face_stack, golden, name, key):
+    gold = golden_faces(golden)
+    image, reference = gold[f"image__{name}"], gold[key]
     height, width = image.shape[:2]
     found = make_tracker(face_stack).process(image)
     assert found is not None and found.source == "detection" and found.points.shape == (478, 3)
     errors = _pixel_errors(found.points, reference, width, height)
-    assert errors[USED].max() < 0.5, f"131 used points: {errors[USED].max():.3f} px"
+    used = errors[USED]
+    print(f"{name} ({width}x{height}): 131 points max {used.max():.4f} px, mean {used.mean():.4f} px")
+    assert used.max() <= MAX_PX and used.mean() <= MEAN_PX, f"131 used points: max {used.max():.4f} px, " \
+                                                              f"mean {used.mean():.4f} px"
     assert errors.max() < 1.0, f"478 points: {errors.max():.3f} px"
     assert np.abs(found.points[:, 2] - reference[:, 2]).max() * width < 1.0  # z, in x pixels
     assert found.crop_box() == _crop_box(reference, height, width)
