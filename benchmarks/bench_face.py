@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -40,31 +39,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-FPS = 25.0
-
-
-def head_motion_clip(image: np.ndarray, n_frames: int = 50, noise: float = 0.0, seed: int = 0,
-                     center: tuple[float, float] = (218.0, 150.0)) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames of ``image`` under small smooth head motion (+ Gaussian noise of ``noise`` grey levels).
-
-    Returns the frames and their (n, 2, 3) affine matrices (original pixel -> frame pixel).
-    """
-    rng = np.random.default_rng(seed)
-    height, width = image.shape[:2]
-    frames, matrices = [], []
-    for i in range(n_frames):
-        t = i / FPS
-        angle = 3.0 * math.sin(2 * math.pi * t / 2.0)
-        scale = 1.0 + 0.02 * math.sin(2 * math.pi * t / 1.3)
-        matrix = cv2.getRotationMatrix2D(center, angle, scale)
-        matrix[:, 2] += (4.0 * math.sin(2 * math.pi * t / 1.6), 2.0 * math.sin(2 * math.pi * t / 1.1))
-        frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        if noise:
-            frame = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255).astype(np.uint8)
-        frames.append(frame)
-        matrices.append(matrix)
-    return frames, np.array(matrices)
 
 
 def place_photo(image: np.ndarray, frame_size: tuple[int, int], side: int) -> np.ndarray:
@@ -108,6 +82,7 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
     from ..runtime.face import FaceTracker, FaceTrackerConfig, OneEuroConfig
     from ..runtime.landmarks import USED_INDICES
     from ..samples import FACE_IMAGE
+    from ..samples.clip import head_motion, head_motion_frames
 
     used = list(USED_INDICES)
     backend = BackendConfig(backend_name, threads=threads)
@@ -127,7 +102,7 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
         out["frames"][f"{size[0]}x{size[1]}"] = {"static_ms": _timed(lambda: static.process(frame), repeats),
                                                  "track_ms": _timed(lambda: track.process(frame), repeats)}
 
-    clip, _ = head_motion_clip(photo)
+    clip = head_motion_frames(2.0, image=photo)
     for _ in range(2):  # warm-up pass
         list(track.process_video(clip))
     per_frame = []
@@ -150,7 +125,7 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
     out["detect_4k_small_face_ms"] = _timed(lambda: static.detect(small_4k), max(3, repeats // 3))
     out["detect_4k_small_face_found"] = len(static.detect(small_4k))
 
-    noisy, matrices = head_motion_clip(photo, noise=3.0, seed=1)
+    noisy, matrices = head_motion(2.0, image=photo, noise=3.0, seed=1)
     base = _pixels(static.process(photo), width, height, used)
     truth = np.stack([base @ m[:, :2].T + m[:, 2] for m in matrices])
     smooth = FaceTracker.from_models(static.detector, static.mesh, static.full_range,

@@ -54,7 +54,7 @@ class BackendConfig:
             raise BackendError(f"threads must be >= 0, got {self.threads}")
         if self.backend == "onnxruntime" and self.device.upper() != "CPU":
             raise BackendError(f"the onnxruntime backend runs on CPU only, not {self.device!r}; "
-                               "use --backend openvino for other devices")
+                               "the openvino backend runs on other devices", setting="backend", suggestion="openvino")
         if self.precision not in (None, "f32", "bf16", "f16"):
             raise BackendError(f"unknown precision {self.precision!r}: choose f32, bf16 or f16")
 

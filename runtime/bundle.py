@@ -113,7 +113,8 @@ def package_versions(packages: Iterable[str], missing: str | None = "not install
 def check_destination(out: str | Path, overwrite: bool) -> None:
     """Refuse to replace an existing bundle unless asked to (checked before any long work)."""
     if Path(out).exists() and not overwrite:
-        raise BundleError(f"{out} already exists (pass --force to replace it)")
+        raise BundleError(f"{out} already exists; allow overwriting to replace it", setting="overwrite",
+                          suggestion=True)
 
 
 def write_bundle_atomically(out: str | Path, fill: Callable[[Path], dict]) -> "Bundle":

@@ -13,19 +13,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..runtime.constants import FPS
 from . import FACE_IMAGE
 
 #: Centre of the face in the sample photo (pixels), the pivot of the motion.
 FACE_CENTRE = (230, 130)
 
 
-def head_motion_frames(seconds: float = 2.0, fps: int = 25, size: int | None = None,
-                       image: np.ndarray | None = None, seed: int = 0) -> list[np.ndarray]:
-    """BGR frames of the photo with smooth, small head motion (deterministic for a seed)."""
+def head_motion(seconds: float = 2.0, fps: int = FPS, size: int | None = None, image: np.ndarray | None = None,
+                seed: int = 0, noise: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
+    """BGR frames of the photo with smooth, small head motion (deterministic for a seed),
+    and their (n, 2, 3) affine matrices (photo pixel -> frame pixel, before any resizing
+    to ``size``). ``noise``: Gaussian sensor noise of that many grey levels."""
     photo = cv2.imread(str(FACE_IMAGE)) if image is None else image
     rng = np.random.default_rng(seed)
     phases = rng.uniform(0, 2 * np.pi, 4)
-    frames = []
+    frames, matrices = [], []
     for k in range(max(1, int(round(seconds * fps)))):
         t = k / fps
         angle = 3.0 * np.sin(2 * np.pi * 0.4 * t + phases[0])
@@ -35,13 +38,22 @@ def head_motion_frames(seconds: float = 2.0, fps: int = 25, size: int | None = N
         matrix[1, 2] += 3.0 * np.sin(2 * np.pi * 0.35 * t + phases[3])
         frame = cv2.warpAffine(photo, matrix, (photo.shape[1], photo.shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
+        if noise:
+            frame = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255).astype(np.uint8)
         if size is not None and size != frame.shape[1]:
             frame = cv2.resize(frame, (size, size * frame.shape[0] // frame.shape[1]), interpolation=cv2.INTER_AREA)
         frames.append(frame)
-    return frames
+        matrices.append(matrix)
+    return frames, np.array(matrices)
 
 
-def write_clip(path: str | Path, frames: list[np.ndarray], fps: int = 25, lossless: bool = True) -> Path:
+def head_motion_frames(seconds: float = 2.0, fps: int = FPS, size: int | None = None,
+                       image: np.ndarray | None = None, seed: int = 0) -> list[np.ndarray]:
+    """The frames of :func:`head_motion`."""
+    return head_motion(seconds, fps, size, image, seed)[0]
+
+
+def write_clip(path: str | Path, frames: list[np.ndarray], fps: int = FPS, lossless: bool = True) -> Path:
     """Encode frames as H.264 (lossless RGB by default, so decoding gives the frames back exactly)."""
     import av
 

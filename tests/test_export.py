@@ -137,7 +137,8 @@ def test_cli_export_refuses_to_overwrite(tmp_path, capsys, bundle_dir, standin_c
     code = main(["export", "--landmark-checkpoint", str(standin_checkpoints["landmark_generator"]),
                  "--renderer-checkpoint", str(standin_checkpoints["renderer"]), "--out", str(bundle_dir),
                  "--no-face-models"])
-    assert code == 2 and "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "already exists" in err and "(use --force)" in err
 
 
 def test_export_check_catches_a_wrong_graph(standin_checkpoints, tmp_path, monkeypatch):

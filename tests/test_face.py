@@ -35,7 +35,9 @@ WHOLE_FRAME_GOLDENS = ([("facemesh", name, f"landmarks__{name}__refine") for nam
 #: Distance to mediapipe's landmarks over the 131 used points, px: the crops are MediaPipe's
 #: bit for bit, so what is left is the models' float arithmetic (ONNX Runtime or OpenVINO
 #: against TFLite's XNNPACK), a few thousandths of a pixel.
-MAX_PX, MEAN_PX = 0.06, 0.02
+# About ten times the error measured (max 0.005 px, mean 0.0014 px over the 131 points, any golden,
+# either backend); the issue that matched MediaPipe on any frame shape asked for 0.06 / 0.02.
+MAX_PX, MEAN_PX = 0.05, 0.015
 
 
 def golden_faces(name: str = "facemesh") -> dict[str, np.ndarray]:
@@ -452,9 +454,9 @@ def test_several_faces_take_the_best_and_log_it(face_stack, caplog):
 # -- tracking ----------------------------------------------------------------------------------
 
 def _clip(n=8, noise=0.0):
-    from iplap.benchmarks.bench_face import head_motion_clip
+    from iplap.samples.clip import head_motion
 
-    return head_motion_clip(golden_faces()["image__astronaut"], n_frames=n, noise=noise)[0]
+    return head_motion(n / 25, image=golden_faces()["image__astronaut"], noise=noise)[0]
 
 
 def test_tracking_follows_the_face_close_to_static(face_stack):

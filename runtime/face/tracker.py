@@ -32,6 +32,7 @@ import numpy as np
 
 from ...errors import BundleError, IplapError
 from ..backends import BackendConfig
+from ..constants import FPS
 from ..landmarks import crop_box
 from .detector import FULL_RANGE, SHORT_RANGE, Detection, FaceDetector, as_bgr
 from .geometry import NormRect
@@ -68,7 +69,7 @@ class FaceTrackerConfig:
     redetect_on_loss: bool = True
     small_faces: bool = True
     smoothing: OneEuroConfig | None = None
-    fps: float = 25.0
+    fps: float = FPS
 
     def __post_init__(self):
         if self.mode not in MODES:
