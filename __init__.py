@@ -13,6 +13,8 @@ What a program needs is here::
   open and verify a bundle, e.g. to share it between pipelines).
 * :class:`Avatar`: a prepared face (``Pipeline.prepare``, ``Pipeline.load_avatar``, ``save``).
 * :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
+* :func:`load_speech` and :class:`Speech`: speech decoded once (any format), to check it
+  before rendering and to pass to ``Pipeline.render``.
 * Errors: every problem a user can cause is an :class:`IplapError` (one line; subclasses
   :class:`MediaError`, :class:`NoFaceError`, :class:`BundleError`, :class:`AvatarError`,
   :class:`CheckpointError`, :class:`BackendError`).
@@ -39,11 +41,13 @@ _LAZY = {
     "BackendConfig": "iplap.runtime.backends",
     "Avatar": "iplap.runtime.avatar",
     "Bundle": "iplap.runtime.bundle",
+    "Speech": "iplap.runtime.audio",
+    "load_speech": "iplap.runtime.audio",
 }
 
 __all__ = ["Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
            "Frame", "IplapError", "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport",
-           "StreamSession", "__version__"]
+           "Speech", "StreamSession", "__version__", "load_speech"]
 
 
 def __getattr__(name: str):

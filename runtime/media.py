@@ -179,6 +179,8 @@ class VideoScan:
             _check_file(Path(source), "face video")
         self.path = source
         self.builder = TimelineBuilder(fps)
+        #: Output frames the video should give, from its duration (known once iteration starts).
+        self.estimated_frames: int | None = None
 
     @property
     def timeline(self) -> FrameTimeline:
@@ -192,6 +194,7 @@ class VideoScan:
         previous = None
         try:
             stream = container.streams.video[0]
+            self.estimated_frames = _estimated_frames(container, stream, self.builder.fps)
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 pts = frame.pts if frame.pts is not None else len(self.timeline.source_pts)
@@ -211,6 +214,17 @@ class VideoScan:
             raise MediaError(f"cannot decode video {_name(self.path)}: {first_line(exc)}") from None
         finally:
             opened.close()
+
+
+def _estimated_frames(container, stream, fps: float) -> int | None:
+    """The number of frames at ``fps`` that the stream's (or container's) duration gives."""
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / 1_000_000  # av.time_base
+    else:
+        return None
+    return max(1, int(round(seconds * fps)))
 
 
 class VideoFrames:

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,11 +311,31 @@ class Pipeline:
                                    smoothing=OneEuroConfig() if self.config.smoothing else None, fps=FPS)
         return FaceTracker.from_models(*self._face_models, config=config)
 
-    def prepare(self, face: str | Path, progress: bool = False) -> Avatar:
-        """Decode, track, choose references and compute their features: an avatar."""
-        return self._prepare(Path(face), progress, StageClock())
+    def with_config(self, **changes) -> Pipeline:
+        """A pipeline with other per-face settings (``refs``, ``face_mode``, ``on_missing_face``,
+        ``smoothing``), sharing this one's loaded models; this one is unchanged. The backend
+        cannot change this way (its graphs would have to be loaded again)."""
+        allowed = {"refs", "face_mode", "on_missing_face", "smoothing"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise IplapError(f"with_config changes only {', '.join(sorted(allowed))}, not {unknown[0]}")
+        other = object.__new__(Pipeline)
+        other.__dict__.update(self.__dict__)
+        other.config = dataclasses.replace(self.config, **changes)
+        return other
 
-    def _prepare(self, face: Path, progress: bool, clock: StageClock) -> Avatar:
+    def prepare(self, face: str | Path, progress: bool = False,
+                on_progress: Callable[[int, int | None], None] | None = None) -> Avatar:
+        """Decode, track, choose references and compute their features: an avatar.
+
+        ``progress``: a progress bar on stderr. ``on_progress(done, total)`` is called as
+        the face video's frames are tracked (``total`` is an estimate from the video's
+        duration, ``None`` where unknown); raise from it to stop.
+        """
+        return self._prepare(Path(face), progress, StageClock(), on_progress)
+
+    def _prepare(self, face: Path, progress: bool, clock: StageClock,
+                 on_progress: Callable[[int, int | None], None] | None = None) -> Avatar:
         if face.is_dir():
             raise MediaError(f"face path is a folder: {face}")
         if not face.is_file():
@@ -332,6 +352,8 @@ class Pipeline:
         else:
             scan = VideoScan(face)
             frames = _progress(scan, progress, "tracking the face", unit="frame")
+        if on_progress is not None:
+            frames = _reporting(frames, on_progress, lambda: 1 if is_image else scan.estimated_frames)
         track = track_faces(frames, tracker, self.config.on_missing_face, face.name, clock)
         if not is_image:
             timeline = scan.timeline
@@ -371,20 +393,22 @@ class Pipeline:
         return avatar
 
     # -- per speech -----------------------------------------------------------------------
-    def render(self, face: str | Path | Avatar, audio: str | Path, out: str | Path, crf: int = 18,
-               progress: bool = False) -> RenderReport:
+    def render(self, face: str | Path | Avatar, audio: str | Path | Speech, out: str | Path, crf: int = 18,
+               progress: bool = False, on_frame: Callable[[int, int], None] | None = None) -> RenderReport:
         """Render ``face`` (a face file or an avatar) speaking ``audio`` into the mp4 ``out``.
 
-        The speech is decoded once: the model hears it as the original reads it (mono,
-        16 kHz), and the output's audio track is encoded from the same samples at their own
-        rate. Audio that cannot be read or encoded fails before any face work starts.
+        The speech (a file, or :class:`Speech` from :func:`load_speech`) is decoded once: the
+        model hears it as the original reads it (mono, 16 kHz), and the output's audio track
+        is encoded from the same samples at their own rate. Audio that cannot be read or
+        encoded fails before any face work starts. ``on_frame(done, total)`` is called after
+        each written frame; raise from it to stop (nothing is written then).
         """
         start = time.perf_counter()
         clock = StageClock()
         out = Path(out)
         check_output_path(out)
         with clock.time("audio"):
-            speech = load_speech(audio)
+            speech = audio if isinstance(audio, Speech) else load_speech(audio)
             check_audio_encoder(speech)
             wav = speech.for_model()
             check_speech(wav, speech.name)
@@ -404,6 +428,8 @@ class Pipeline:
                         first = time.perf_counter() - start
                     with clock.time("encode"):
                         writer.write(frame.image)
+                    if on_frame is not None:
+                        on_frame(writer.frames, total)
                 with clock.time("encode"):
                     writer.close()
             except BaseException:
@@ -614,6 +640,15 @@ def _read_avatar_image(avatar: Avatar) -> np.ndarray:
     from .media import as_bgr
 
     return as_bgr(image)
+
+
+def _reporting(frames: Iterable[np.ndarray], on_progress: Callable[[int, int | None], None],
+               total: Callable[[], int | None]) -> Iterator[np.ndarray]:
+    done = 0
+    for frame in frames:
+        yield frame
+        done += 1
+        on_progress(done, total())
 
 
 def _progress(iterable, enabled: bool, description: str, total: int | None = None, unit: str = "it"):

@@ -13,7 +13,7 @@ import iplap
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ("Pipeline", "PipelineConfig", "BackendConfig", "Avatar", "Bundle", "StreamSession", "Frame", "RenderReport",
-          "IplapError", "MediaError", "NoFaceError", "BundleError", "AvatarError", "CheckpointError", "BackendError")
+          "Speech", "load_speech", "IplapError", "MediaError", "NoFaceError", "BundleError", "AvatarError", "CheckpointError", "BackendError")
 
 
 @pytest.mark.parametrize("name", PUBLIC)

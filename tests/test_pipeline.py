@@ -634,3 +634,43 @@ def test_library_errors_name_settings_and_the_cli_names_flags(pipeline, tmp_path
     code, err = _run(["run", "--bundle", str(bundle_dir), "--avatar", str(path), "--audio", str(_speech(tmp_path)),
                       "--out", str(tmp_path / "o.mp4"), "--refs", str(REFS + 1)], capsys)
     _assert_clean_error(code, err, f"--refs {REFS}")
+
+
+# -- hooks for front ends: progress, stopping, per-face settings ------------------------------------
+
+def test_prepare_reports_progress_and_render_can_be_stopped(pipeline, clip, tmp_path):
+    seen = []
+    avatar = pipeline.prepare(clip, on_progress=lambda done, total: seen.append((done, total)))
+    assert [d for d, _ in seen] == list(range(1, 26)) and seen[-1][1] == 25
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_five(done, total):
+        assert total == 9
+        if done == 5:
+            raise Stop
+
+    out = tmp_path / "o.mp4"
+    with pytest.raises(Stop):
+        pipeline.render(avatar, _speech(tmp_path), out, on_frame=stop_at_five)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".mp4"]
+    done = []
+    report = pipeline.render(avatar, iplap_speech(_speech(tmp_path)), out, on_frame=lambda d, t: done.append(d))
+    assert done == list(range(1, 10)) and report.frames == 9 and out.exists()
+
+
+def iplap_speech(path):
+    import iplap
+
+    return iplap.load_speech(path)
+
+
+def test_with_config_shares_the_models(pipeline):
+    other = pipeline.with_config(refs=3, on_missing_face="error")
+    assert other.renderer is pipeline.renderer and other.config.refs == 3 and pipeline.config.refs == REFS
+    assert other.prepare(FACE_IMAGE).references.count == 3
+    from iplap.errors import IplapError
+
+    with pytest.raises(IplapError, match="backend"):
+        pipeline.with_config(backend=BackendConfig("openvino"))
