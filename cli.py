@@ -22,7 +22,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 #: How the CLI spells the settings that errors suggest (``IplapError.setting``).
 SETTING_FLAGS = {"refs": "--refs", "on_missing_face": "--on-missing-face", "backend": "--backend",
-                 "overwrite": "--force", "face_mode": "--static/--track"}
+                 "overwrite": "--force", "face_mode": "--static/--track", "token": "--token"}
 
 
 def _verbose_option() -> argparse.ArgumentParser:
@@ -249,6 +249,13 @@ def _cmd_prepare(args) -> int:
 def _register_calibrate(sub) -> None:
     # The command's options and handler live with calibration; it imports nothing heavy here.
     from .calibration.cli import register
+
+    register(sub)
+
+
+@_command
+def _register_serve(sub) -> None:
+    from .serve.cli import register  # imports nothing heavy; aiohttp only when the command runs
 
     register(sub)
 

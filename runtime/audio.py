@@ -84,8 +84,17 @@ class Speech:
         return np.mean(self.samples, axis=1, dtype=np.float32)
 
     def for_model(self) -> np.ndarray:
-        """What the model hears: mono at 16 kHz, as the original reads speech."""
-        return resample_like_librosa(self.mono(), self.sample_rate, SAMPLE_RATE)
+        """What the model hears: mono at 16 kHz, as the original reads speech (computed once)."""
+        cached = self.__dict__.get("_for_model")
+        if cached is None:
+            cached = resample_like_librosa(self.mono(), self.sample_rate, SAMPLE_RATE)
+            cached.setflags(write=False)
+            object.__setattr__(self, "_for_model", cached)  # frozen: set once, as a cache
+        return cached
+
+    def check(self) -> None:
+        """Refuse speech that is silent or too short for one output frame (:class:`MediaError`)."""
+        check_speech(self.for_model(), self.name)
 
 
 def load_speech(path: str | Path) -> Speech:

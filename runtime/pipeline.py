@@ -33,8 +33,7 @@ import cv2
 import numpy as np
 
 from ..errors import IplapError, MediaError, NoFaceError
-from .audio import MelStream, MelWindows, Speech, check_speech, count_windows, load_speech, mel_frame_count, \
-    min_speech_seconds
+from .audio import MelStream, MelWindows, Speech, count_windows, load_speech, mel_frame_count, min_speech_seconds
 from .avatar import Avatar, FaceTrack
 from .backends import BackendConfig, InferenceModel
 from .bundle import GRAPH_NAMES, Bundle
@@ -410,8 +409,8 @@ class Pipeline:
         with clock.time("audio"):
             speech = audio if isinstance(audio, Speech) else load_speech(audio)
             check_audio_encoder(speech)
+            speech.check()
             wav = speech.for_model()
-            check_speech(wav, speech.name)
         avatar = face if isinstance(face, Avatar) else self._prepare(Path(face), progress, clock)
         session = StreamSession(self, avatar, clock=clock)
         with session:

@@ -48,3 +48,16 @@ def light_copy(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst, copy_function=os.link)
     return dst
+
+
+@pytest.fixture(scope="session")
+def server(bundle_dir, tmp_path_factory):
+    """A real ``iplap serve`` with the stand-in bundle on a loopback port: N=2, uploads up to
+    5 MB, 3 frames held for a slow live client."""
+    pytest.importorskip("aiohttp", reason="the serve tests need the serve extra (aiohttp)")
+    from serveutil import start_server
+
+    srv = start_server(bundle_dir, tmp_path_factory.mktemp("avatars"), "--max-upload-mb", "5",
+                       "--live-pending-frames", "3")
+    yield srv
+    srv.stop()

@@ -60,9 +60,28 @@ def test_installed_package_has_every_data_file():
     import iplap
 
     installed = Path(iplap.__file__).resolve().parent
-    folders = ("runtime", "export", "calibration", "models", "benchmarks", "samples")
+    folders = ("runtime", "export", "calibration", "models", "benchmarks", "samples", "serve")
     data = [p.relative_to(ROOT) for folder in folders for p in (ROOT / folder).rglob("*")
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
     assert data  # the goldens' inputs, the checkpoint key list, the samples
     missing = [str(rel) for rel in data if not (installed / rel).is_file()]
     assert not missing, f"not installed (add them to package-data in pyproject.toml): {missing}"
+
+
+def test_service_and_batch_use_only_the_public_api():
+    """New surfaces build on ``import iplap`` (and its errors), not on the runtime's modules;
+    and the runtime never imports them."""
+    offenders = []
+    for folder in ("serve", "batch"):
+        for path in (ROOT / folder).rglob("*.py") if (ROOT / folder).is_dir() else ():
+            for line in path.read_text().splitlines():
+                text = line.strip()
+                if text.startswith(("from ..runtime", "from iplap.runtime", "import iplap.runtime")):
+                    offenders.append(f"{path.relative_to(ROOT)}: {text}")
+    for path in (ROOT / "runtime").rglob("*.py"):
+        for line in path.read_text().splitlines():
+            words = line.strip().split()
+            if len(words) >= 2 and words[0] in ("import", "from") and any(
+                    words[1].startswith(p) for p in ("..serve", "...serve", "iplap.serve", "..batch", "iplap.batch")):
+                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert offenders == []

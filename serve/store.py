@@ -1,0 +1,198 @@
+"""Prepared faces, kept by content hash so that the same face is prepared once.
+
+Layout of the avatar folder (one folder a face)::
+
+    ID/face.EXT          the uploaded face, as it came
+    ID/meta.json         name, sha256, size, the bundle it was prepared with, state
+    ID/refs-N.avatar     the prepared avatar for N references (iplap's avatar file)
+
+``ID`` is derived from the face's sha256 and the bundle's identity, so one face uploaded
+twice (under any name) is one avatar, and a bundle change prepares faces afresh. Faces
+are prepared in the render slots; videos report the frames tracked so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+
+from .. import Avatar, IplapError, Pipeline
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+#: Prepared avatars kept loaded (their reference features are several MB each for a video).
+LOADED_AVATARS = 4
+
+
+@dataclass
+class AvatarRecord:
+    """What the API reports of a face (``GET /api/avatars``)."""
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    kind: str  # "image" or "video"
+    state: str = "preparing"  # preparing, ready, failed
+    frames_done: int = 0
+    frames_total: int | None = None
+    frames: int | None = None  # 25 fps frames of the prepared face
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+
+    def public(self) -> dict:
+        out = asdict(self)
+        out.pop("sha256")
+        return out
+
+
+class AvatarStore:
+    """The avatar folder, and the records of the faces in it (thread-safe)."""
+
+    def __init__(self, folder: Path, pipeline: Pipeline):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.pipeline = pipeline
+        self.bundle_id = pipeline.bundle.bundle_id
+        self._lock = threading.Lock()
+        self._records: dict[str, AvatarRecord] = {}
+        self._loaded: OrderedDict[tuple[str, int], Avatar] = OrderedDict()
+        self._preparing: dict[tuple[str, int], threading.Lock] = {}
+        self._scan()
+
+    # -- records ---------------------------------------------------------------------------
+    def _scan(self) -> None:
+        """Faces prepared by earlier runs with this bundle."""
+        for meta in sorted(self.folder.glob("*/meta.json")):
+            try:
+                data = json.loads(meta.read_text())
+                if data.get("bundle_id") != self.bundle_id or data.get("state") != "ready":
+                    continue
+                record = AvatarRecord(**{k: v for k, v in data.items() if k in AvatarRecord.__dataclass_fields__})
+            except (OSError, ValueError, TypeError):
+                log.warning("ignoring unreadable avatar record %s", meta.parent.name)
+                continue
+            self._records[record.id] = record
+
+    def avatar_id(self, sha256: str) -> str:
+        return hashlib.sha256(f"{sha256}:{self.bundle_id}".encode()).hexdigest()[:20]
+
+    def list(self) -> list[AvatarRecord]:
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.created)
+
+    def get(self, avatar_id: str) -> AvatarRecord:
+        with self._lock:
+            record = self._records.get(avatar_id)
+        if record is None:
+            raise ApiError(404, f"no avatar {avatar_id!r}")
+        return record
+
+    def ready(self, avatar_id: str) -> AvatarRecord:
+        record = self.get(avatar_id)
+        if record.state != "ready":
+            raise ApiError(409, f"avatar {avatar_id} is {record.state}" + (f": {record.error}" if record.error else ""))
+        return record
+
+    def add(self, upload_path: Path, sha256: str, size: int, name: str, suffix: str) -> tuple[AvatarRecord, bool]:
+        """Take an uploaded face: (its record, whether it must be prepared now). A face
+        already here (ready or being prepared) is not prepared again."""
+        avatar_id = self.avatar_id(sha256)
+        kind = "image" if cv2.haveImageReader(str(upload_path)) else "video"
+        with self._lock:
+            existing = self._records.get(avatar_id)
+            if existing is not None and existing.state != "failed":
+                upload_path.unlink(missing_ok=True)
+                return existing, False
+            folder = self.folder / avatar_id
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            # The suffix only tells the pipeline an image from a video; the content decides the rest.
+            face = folder / ("face" + (suffix if kind == "video" and suffix else ".png" if kind == "image" else ".mp4"))
+            shutil.move(str(upload_path), face)
+            record = AvatarRecord(avatar_id, name, sha256, size, kind)
+            self._records[avatar_id] = record
+        return record, True
+
+    def delete(self, avatar_id: str) -> None:
+        record = self.get(avatar_id)
+        if record.state == "preparing":
+            raise ApiError(409, f"avatar {avatar_id} is being prepared; delete it when it is ready")
+        with self._lock:
+            self._records.pop(avatar_id, None)
+            for key in [k for k in self._loaded if k[0] == avatar_id]:
+                del self._loaded[key]
+        shutil.rmtree(self.folder / avatar_id, ignore_errors=True)
+
+    def _face_file(self, avatar_id: str) -> Path:
+        found = [p for p in (self.folder / avatar_id).glob("face.*")]
+        if not found:
+            raise ApiError(404, f"the face of avatar {avatar_id} is gone")
+        return found[0]
+
+    # -- preparation (in a render slot) -----------------------------------------------------
+    def prepare(self, avatar_id: str) -> None:
+        """Prepare a new face with the default number of references; the record says how it went."""
+        record = self.get(avatar_id)
+
+        def progress(done: int, total: int | None) -> None:
+            record.frames_done, record.frames_total = done, total
+
+        try:
+            avatar = self._prepare(avatar_id, self.pipeline.config.refs, progress)
+        except IplapError as exc:
+            record.state, record.error = "failed", exc.message
+            log.info("avatar %s (%s) failed: %s", avatar_id, record.name, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported in the record; the service goes on
+            log.exception("preparing avatar %s failed", avatar_id)
+            record.state, record.error = "failed", f"internal error ({type(exc).__name__})"
+            return
+        record.frames, record.width, record.height = avatar.n_frames, avatar.track.width, avatar.track.height
+        record.frames_done = record.frames_total = avatar.n_frames
+        record.state = "ready"
+        meta = {**asdict(record), "bundle_id": self.bundle_id}
+        (self.folder / avatar_id / "meta.json").write_text(json.dumps(meta, indent=1))
+        log.info("avatar %s (%s) ready: %d frames", avatar_id, record.name, avatar.n_frames)
+
+    def load(self, avatar_id: str, refs: int | None = None) -> Avatar:
+        """The prepared avatar for ``refs`` references (prepared now from the stored face
+        when this number was not asked for before). Call it in a render slot."""
+        self.ready(avatar_id)
+        refs = refs or self.pipeline.config.refs
+        key = (avatar_id, refs)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            lock = self._preparing.setdefault(key, threading.Lock())
+        with lock:  # one preparation per (face, N), however many jobs ask for it at once
+            with self._lock:
+                if key in self._loaded:
+                    return self._loaded[key]
+            path = self.folder / avatar_id / f"refs-{refs}.avatar"
+            pipeline = self.pipeline.with_config(refs=refs)
+            avatar = pipeline.load_avatar(path) if path.is_file() else self._prepare(avatar_id, refs)
+            with self._lock:
+                self._loaded[key] = avatar
+                while len(self._loaded) > LOADED_AVATARS:
+                    self._loaded.popitem(last=False)
+        return avatar
+
+    def _prepare(self, avatar_id: str, refs: int, progress=None) -> Avatar:
+        pipeline = self.pipeline.with_config(refs=refs)
+        avatar = pipeline.prepare(self._face_file(avatar_id), on_progress=progress)
+        avatar.save(self.folder / avatar_id / f"refs-{refs}.avatar")
+        return avatar
