@@ -261,6 +261,13 @@ def _register_serve(sub) -> None:
 
 
 @_command
+def _register_batch(sub) -> None:
+    from .batch.cli import register
+
+    register(sub)
+
+
+@_command
 def _register_demo(sub) -> None:
     p = sub.add_parser("demo", help="render the sample photo speaking the sample speech (stand-in weights)",
                        description="Write the stand-in checkpoints, export a bundle into the cache folder (once), "

@@ -60,7 +60,7 @@ def test_installed_package_has_every_data_file():
     import iplap
 
     installed = Path(iplap.__file__).resolve().parent
-    folders = ("runtime", "export", "calibration", "models", "benchmarks", "samples", "serve")
+    folders = ("runtime", "export", "calibration", "models", "benchmarks", "samples", "serve", "batch")
     data = [p.relative_to(ROOT) for folder in folders for p in (ROOT / folder).rglob("*")
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
     assert data  # the goldens' inputs, the checkpoint key list, the samples

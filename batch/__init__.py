@@ -1,0 +1,13 @@
+"""``iplap batch``: render a catalogue of jobs on local worker processes or a Ray cluster.
+
+Built on the public API (``import iplap``). The manifest (:mod:`.manifest`) is checked
+whole before anything runs; each face is prepared once (:mod:`.plan`); the jobs run on local
+worker processes (:mod:`.local`, the default) or as Ray tasks (:mod:`.ray_runner`, the
+``ray`` extra); outputs are renamed into place and recorded in ``batch.jsonl``, so a rerun
+resumes where a crash or Ctrl-C stopped (:mod:`.run`).
+"""
+
+from .manifest import BatchJob, JobOptions, ManifestError
+from .run import BatchConfig, Summary, run_batch
+
+__all__ = ["BatchConfig", "BatchJob", "JobOptions", "ManifestError", "Summary", "run_batch"]

@@ -1,0 +1,174 @@
+"""The batch manifest: a CSV (with a header line) or JSON Lines file, one job a line.
+
+Fields: ``face`` and ``audio`` (paths, relative ones resolved against the manifest's
+folder), optional ``out`` (a file name inside the output folder; default: the audio's stem
++ ``.mp4``), and per-job options ``refs``, ``crf``, ``backend`` (defaults from the command
+line). The whole manifest is checked before anything runs: every problem is reported with
+its line number, and nothing starts while there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..errors import IplapError
+
+FIELDS = ("face", "audio", "out", "refs", "crf", "backend")
+BACKENDS = ("onnxruntime", "openvino")
+_NAME = re.compile(r"^[^/\\\x00]+$")
+
+
+class ManifestError(IplapError):
+    """The manifest has problems (each named with its line); nothing was run."""
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How one job renders (the defaults come from the command line)."""
+
+    refs: int = 25
+    crf: int = 18
+    backend: str = "onnxruntime"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    line: int  # in the manifest (the header is line 1 of a CSV)
+    face: Path
+    audio: Path
+    out: str  # file name inside the output folder
+    options: JobOptions
+
+    @property
+    def prepare_key(self) -> tuple:
+        """Jobs with the same face file and settings share one prepared avatar (by content, see ``run``)."""
+        return (self.options.refs, self.options.backend)
+
+
+def read_manifest(path: Path, defaults: JobOptions) -> list[BatchJob]:
+    """Every job of the manifest, checked; :class:`ManifestError` lists every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"cannot read the manifest {path}: {exc}") from None
+    rows = _json_lines(text) if path.suffix.lower() in (".jsonl", ".ndjson") else _csv(text)
+    base = path.resolve().parent
+    problems: list[str] = []
+    jobs: list[BatchJob] = []
+    for line, row in rows:
+        if isinstance(row, str):
+            problems.append(f"line {line}: {row}")
+            continue
+        job, errors = _job(line, row, base, defaults)
+        problems += [f"line {line}: {e}" for e in errors]
+        if job is not None:
+            jobs.append(job)
+    seen: dict[str, int] = {}
+    for job in jobs:
+        key = job.out.lower()  # one file on case-insensitive file systems too
+        if key in seen:
+            problems.append(f"line {job.line}: output {job.out} is also the output of line {seen[key]}")
+        else:
+            seen[key] = job.line
+    if not rows:
+        problems.append("no jobs in it")
+    if problems:
+        shown = problems[:20] + ([f"and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise ManifestError(f"{path.name}: " + "; ".join(shown))
+    return jobs
+
+
+def _json_lines(text: str) -> list[tuple[int, dict | str]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            rows.append((number, f"not JSON ({exc.msg})"))
+            continue
+        rows.append((number, row if isinstance(row, dict) else "not a JSON object"))
+    return rows
+
+
+def _csv(text: str) -> list[tuple[int, dict | str]]:
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        return []
+    reader = csv.reader(lines)
+    header = [h.strip().lower() for h in next(reader)]
+    unknown = [h for h in header if h not in FIELDS]
+    if unknown or "face" not in header or "audio" not in header:
+        detail = f"unknown column {unknown[0]!r}" if unknown else "the header must name the columns face and audio"
+        return [(1, f"{detail} (columns: {', '.join(FIELDS)})")]
+    rows = []
+    for number, values in enumerate(reader, 2):
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
+            rows.append((number, f"{len(values)} values for {len(header)} columns"))
+            continue
+        rows.append((number, {k: v.strip() for k, v in zip(header, values) if v.strip() != ""}))
+    return rows
+
+
+def _job(line: int, row: dict, base: Path, defaults: JobOptions) -> tuple[BatchJob | None, list[str]]:
+    errors = []
+    unknown = [k for k in row if k not in FIELDS]
+    if unknown:
+        errors.append(f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+    files = {}
+    for name in ("face", "audio"):
+        value = row.get(name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(f"no {name}")
+            continue
+        file = Path(value).expanduser()
+        file = file if file.is_absolute() else base / file
+        if not file.is_file():
+            errors.append(f"{name} file not found: {value}")
+        files[name] = file
+    options, option_errors = _options(row, defaults)
+    errors += option_errors
+    out = row.get("out")
+    if out is None and "audio" in files:
+        out = files["audio"].stem + ".mp4"
+    if out is not None:
+        out = str(out).strip()
+        if not _NAME.match(out) or out in (".", "..") or out.startswith(".") or Path(out).name != out:
+            errors.append(f"out must be a plain file name inside the output folder, not {out!r}")
+        elif not out.lower().endswith(".mp4"):
+            errors.append(f"out must end in .mp4, not {out!r}")
+    if errors:
+        return None, errors
+    return BatchJob(line, files["face"].resolve(), files["audio"].resolve(), out, options), []
+
+
+def _options(row: dict, defaults: JobOptions) -> tuple[JobOptions, list[str]]:
+    errors, changes = [], {}
+    for name, low, high in (("refs", 1, 100), ("crf", 0, 51)):
+        if name in row:
+            try:
+                value = int(str(row[name]))
+            except ValueError:
+                errors.append(f"{name} must be a whole number, not {row[name]!r}")
+                continue
+            if not low <= value <= high:
+                errors.append(f"{name} must be between {low} and {high}, not {value}")
+            changes[name] = value
+    if "backend" in row:
+        if row["backend"] not in BACKENDS:
+            errors.append(f"backend must be one of {', '.join(BACKENDS)}, not {row['backend']!r}")
+        changes["backend"] = row["backend"]
+    return replace(defaults, **changes), errors

@@ -1,0 +1,249 @@
+"""``iplap batch``: every job of a manifest, each output written whole, nothing rendered twice.
+
+Steps (:func:`run_batch`): read and check the whole manifest; hash the faces and speech;
+skip the jobs whose output is there with a matching record in ``OUT/batch.jsonl`` (input
+hashes, bundle, options, the output's own hash); plan one face preparation per distinct face
+and its renders; run them on local worker processes or on a Ray cluster; move each finished
+output into place (a rename) and append its record. A job that fails on bad input is
+recorded with its one-line error and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import Bundle, IplapError
+from .manifest import BatchJob, JobOptions, read_manifest
+from .plan import RenderTask, plan
+
+log = logging.getLogger(__name__)
+
+RECORDS = "batch.jsonl"
+WORK = ".iplap-batch-work"  # inside the output folder: temporary files, removed before and after a run
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What ``iplap batch`` does.
+
+    Attributes:
+        manifest: the CSV or JSON Lines file of jobs.
+        bundle: the model bundle.
+        out: the output folder (made if missing; its parent must exist).
+        defaults: options of the jobs that do not set them.
+        workers: local worker processes.
+        threads: inference threads per worker (local) or per task (Ray); 0: the machine's
+            cores shared out between the local workers.
+        ray: ``None`` (local), ``"auto"`` (a running Ray cluster found the usual way) or the
+            address of a Ray cluster.
+        retries: how often a job whose worker died is tried again.
+        progress: progress bars on stderr.
+    """
+
+    manifest: Path
+    bundle: Path
+    out: Path
+    defaults: JobOptions = field(default_factory=JobOptions)
+    workers: int = 1
+    threads: int = 0
+    ray: str | None = None
+    retries: int = 2
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise IplapError(f"workers must be at least 1, got {self.workers}")
+        if self.threads < 0 or self.retries < 0:
+            raise IplapError("threads and retries must not be negative")
+
+    @property
+    def threads_per_worker(self) -> int:
+        if self.threads:
+            return self.threads
+        workers = 1 if self.ray else self.workers
+        return max(1, (os.cpu_count() or 1) // workers)
+
+
+@dataclass
+class Summary:
+    jobs: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # out -> (message, kind)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0: all done; 2: some failed on bad input; 1: some failed otherwise (workers that died)."""
+        if not self.failed:
+            return 0
+        return 2 if any(kind == "input" for _, kind in self.failed.values()) else 1
+
+    def table(self) -> str:
+        fps = self.frames / self.seconds if self.seconds else 0.0
+        rows = [("jobs", self.jobs), ("done", self.done), ("skipped (done before)", self.skipped),
+                ("failed", len(self.failed)), ("frames rendered", self.frames), ("seconds", f"{self.seconds:.1f}"),
+                ("frames per second", f"{fps:.2f}")]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines += [f"  failed: {out}: {message}" for out, (message, _) in self.failed.items()]
+        return "\n".join(lines)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Records:
+    """``batch.jsonl``: one JSON record a finished job (done or failed), appended; the last one
+    for an output wins."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.latest: dict[str, dict] = {}
+        if path.is_file():
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                    self.latest[record["out"]] = record
+                except (ValueError, KeyError, TypeError):
+                    log.warning("%s line %d is not a record; ignored", path.name, number)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.latest[record["out"]] = record
+
+    def done_before(self, task: RenderTask, bundle_id: str, out: Path) -> bool:
+        record = self.latest.get(task.job.out)
+        target = out / task.job.out
+        return (record is not None and record.get("state") == "done" and target.is_file()
+                and record.get("face_sha256") == task.face_sha256 and record.get("audio_sha256") == task.audio_sha256
+                and record.get("bundle_id") == bundle_id and record.get("options") == task.job.options.to_dict()
+                and record.get("output_sha256") == sha256_of(target))
+
+
+class _Outputs:
+    """The driver's side: outputs moved into place, records, progress bars, the summary."""
+
+    def __init__(self, out: Path, work: Path, records: Records, bundle_id: str, summary: Summary, progress: bool):
+        self.out, self.work, self.records, self.bundle_id, self.summary = out, work, records, bundle_id, summary
+        self._frames_seen: dict[int, int] = {}
+        self._bars = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bars = (tqdm(total=summary.jobs, desc="jobs", unit="job", file=sys.stderr, position=0),
+                          tqdm(desc="frames", unit="frame", file=sys.stderr, position=1))
+            self._bars[0].update(summary.skipped)
+
+    def progress(self, task: RenderTask, frames_done: int) -> None:
+        before = self._frames_seen.get(id(task), 0)
+        self._frames_seen[id(task)] = frames_done
+        if self._bars:
+            self._bars[1].update(frames_done - before)
+
+    def rendered(self, task: RenderTask, output: Path | bytes, rendered) -> None:
+        target = self.out / task.job.out
+        if isinstance(output, bytes):  # from a Ray task: written here, then renamed into place
+            temporary = self.work / "renders" / task.job.out
+            temporary.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(output)
+            output = temporary
+        os.replace(output, target)
+        self.progress(task, rendered.frames)
+        self.summary.done += 1
+        self.summary.frames += rendered.frames
+        self._record(task, "done", frames=rendered.frames, seconds=round(rendered.seconds, 3),
+                     output_sha256=sha256_of(target))
+        if self._bars:
+            self._bars[0].update(1)
+
+    def failed(self, task: RenderTask, message: str, kind: str) -> None:
+        message = " ".join(message.split())
+        self.summary.failed[task.job.out] = (message, kind)
+        self._record(task, "failed", error=message, failure=kind)
+        log.warning("%s failed: %s", task.describe(), message)
+        if self._bars:
+            self._bars[0].update(1)
+
+    def _record(self, task: RenderTask, state: str, **extra) -> None:
+        self.records.append({"out": task.job.out, "state": state, "line": task.job.line, "face": str(task.job.face),
+                             "audio": str(task.job.audio), "face_sha256": task.face_sha256,
+                             "audio_sha256": task.audio_sha256, "bundle_id": self.bundle_id,
+                             "options": task.job.options.to_dict(), "finished": time.time(), **extra})
+
+    def close(self) -> None:
+        if self._bars:
+            for bar in self._bars:
+                bar.close()
+
+
+def run_batch(config: BatchConfig) -> Summary:
+    """Run the manifest's jobs; returns what happened (see :attr:`Summary.exit_code`)."""
+    start = time.perf_counter()
+    jobs = read_manifest(config.manifest, config.defaults)
+    bundle = Bundle.load(config.bundle)
+    out = Path(config.out)
+    if not out.parent.is_dir():
+        raise IplapError(f"the output folder's parent does not exist: {out.parent}")
+    out.mkdir(exist_ok=True)
+    work = out / WORK
+    shutil.rmtree(work, ignore_errors=True)  # a crashed run's leftovers
+    hashes: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = sha256_of(path)
+        return hashes[path]
+
+    tasks = [RenderTask(job, digest(job.face), digest(job.audio)) for job in jobs]
+    records = Records(out / RECORDS)
+    summary = Summary(jobs=len(tasks))
+    todo = []
+    for task in tasks:
+        if records.done_before(task, bundle.bundle_id, out):
+            summary.skipped += 1
+        else:
+            todo.append(task)
+    log.info("%d jobs: %d done before, %d to render", len(tasks), summary.skipped, len(todo))
+    sink = _Outputs(out, work, records, bundle.bundle_id, summary, config.progress)
+    try:
+        if todo:
+            (work / "avatars").mkdir(parents=True)
+            (work / "renders").mkdir(parents=True)
+            _runner(config, bundle).run(plan(todo), sink)
+    finally:
+        sink.close()
+        shutil.rmtree(work, ignore_errors=True)
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _runner(config: BatchConfig, bundle: Bundle):
+    work = Path(config.out) / WORK
+    if config.ray is None:
+        from .local import LocalRunner
+
+        return LocalRunner(bundle.root, config.workers, config.threads_per_worker, config.retries, work)
+    from .ray_runner import RayRunner
+
+    return RayRunner(bundle, config.ray, config.threads_per_worker, config.retries)
+
+
+__all__ = ["BatchConfig", "BatchJob", "JobOptions", "Summary", "run_batch"]
