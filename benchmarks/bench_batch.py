@@ -53,7 +53,7 @@ def run_batch(manifest: Path, bundle: Path, out: Path, extra: list[str]) -> dict
                              str(out), "--quiet", *extra], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
+        raise RuntimeError(f"iplap batch failed ({result.returncode}):\n{result.stderr[:3000]}")
     frames = int(re.search(r"frames rendered\s+(\d+)", result.stderr).group(1))
     return {"wall_s": wall, "frames": frames, "fps": frames / wall}
 
@@ -77,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                        f"--num-cpus={args.workers * args.threads}", "--include-dashboard=false",
-                        "--disable-usage-stats", "--object-store-memory=800000000", f"--temp-dir={tmp / 'ray'}"],
-                       check=True, capture_output=True, env=env)
+        # The cluster's daemons outlive `ray start` and keep its stdout and stderr: a file, not a
+        # pipe, or they die of SIGPIPE once this process stops reading.
+        with open(tmp / "ray-start.log", "w") as log:
+            subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            f"--num-cpus={args.workers * args.threads}", "--include-dashboard=false",
+                            "--disable-usage-stats", "--object-store-memory=800000000", f"--temp-dir={tmp / 'ray-cluster'}"],
+                           check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             for _ in range(args.rounds):
                 results["local"].append(run_batch(manifest, args.bundle, tmp / "local",

@@ -201,11 +201,14 @@ def ray_cluster(tmp_path_factory):
         port = s.getsockname()[1]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tmp_path_factory.mktemp("ray")
-    start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                            "--object-store-memory=600000000", f"--temp-dir={temp}"],
-                           capture_output=True, text=True, env=env, timeout=300)
-    assert start.returncode == 0, start.stderr[-3000:]
+    # The cluster's daemons outlive `ray start` and keep its stdout and stderr: a file, not a
+    # pipe, or they die of SIGPIPE once nobody reads it.
+    with open(temp / "start.log", "w") as log:
+        start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                                "--object-store-memory=600000000", f"--temp-dir={temp}"],
+                               stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300)
+    assert start.returncode == 0, (temp / "start.log").read_text()[-3000:]
     yield f"127.0.0.1:{port}"
     subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=300)
 
