@@ -49,7 +49,6 @@ def peak_rss_mb(pid: int) -> float:
 
 def speech(seconds: float | None = None) -> tuple[bytes, int]:
     """The sample speech as float32 PCM (16 kHz mono), cut to ``seconds``."""
-    import numpy as np
 
     import iplap
     from iplap.samples import SPEECH_16K
