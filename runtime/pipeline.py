@@ -264,8 +264,7 @@ class Pipeline:
         backend = self.config.backend
         self.landmark_generator = LandmarkGenerator(self.bundle, backend)
         self.renderer = Renderer(self.bundle, backend)
-        self._face_models = None
-        self._face_lock = threading.Lock()
+        self._faces = _FaceModels()  # loaded on first use; shared with with_config/with_graphs copies
 
     # -- graphs ---------------------------------------------------------------------------
     @property
@@ -298,17 +297,18 @@ class Pipeline:
         """A face tracker of this pipeline's settings (its own tracking state, shared models)."""
         from .face import FaceTracker, FaceTrackerConfig, OneEuroConfig
 
-        with self._face_lock:
-            if self._face_models is None:
+        faces = self._faces
+        with faces.lock:
+            if faces.models is None:
                 if not self.bundle.manifest.get("face_models"):
                     raise IplapError(f"{self.bundle.root} has no face models; export it again with them")
                 # The face models are small: one thread is fastest, and leaves the rest free.
                 backend = dataclasses.replace(self.config.backend, threads=1)
                 loaded = FaceTracker.from_folder(self.bundle.root / "face", backend)
-                self._face_models = (loaded.detector, loaded.mesh, loaded.full_range)
+                faces.models = (loaded.detector, loaded.mesh, loaded.full_range)
         config = FaceTrackerConfig(mode=self.config.face_mode,
                                    smoothing=OneEuroConfig() if self.config.smoothing else None, fps=FPS)
-        return FaceTracker.from_models(*self._face_models, config=config)
+        return FaceTracker.from_models(*faces.models, config=config)
 
     def with_config(self, **changes) -> Pipeline:
         """A pipeline with other per-face settings (``refs``, ``face_mode``, ``on_missing_face``,
@@ -461,6 +461,14 @@ class Pipeline:
                 yield from session.frames()
             session.finish()
             yield from session.frames()
+
+
+class _FaceModels:
+    """The loaded face detector and mesh (or None until first needed), and the lock that loads them once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.models = None
 
 
 class StreamSession:

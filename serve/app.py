@@ -173,18 +173,17 @@ async def post_job(request: web.Request) -> web.Response:
             raise ApiError(400, "no file in the multipart field 'audio'")
         if jobs.waiting >= jobs.max_queue:  # before decoding: a full queue answers at once
             raise ApiError(429, f"the queue is full ({jobs.max_queue} jobs waiting); try again later")
-        speech = await asyncio.get_running_loop().run_in_executor(None, _decode_speech, upload.path, upload.filename)
-        job = jobs.submit(avatar, speech, refs)
+        await asyncio.get_running_loop().run_in_executor(None, _check_speech, upload.path, upload.filename)
+        job = jobs.submit(avatar, upload.path, upload.suffix, refs)
     finally:
         form.discard()
     return _json(job.public(), 202)
 
 
-def _decode_speech(path: Path, name: str):
+def _check_speech(path: Path, name: str) -> None:
+    """Decode and check the uploaded speech now, so that a bad file is refused at once."""
     try:
-        speech = load_speech(path)
-        speech.check()
-        return speech
+        load_speech(path).check()
     except IplapError as exc:
         # The message names our temporary file; the client knows its file by its own name.
         raise ApiError(422, exc.message.replace(str(path), name).replace(path.name, name)) from None

@@ -1,7 +1,8 @@
 """Render jobs: a queue in front of a fixed number of render slots.
 
 A job is a face (an avatar id) and speech (decoded and checked when it is submitted, so a
-bad file is refused at once). Jobs wait for one of the service's render slots
+bad file is refused at once; then kept as the uploaded file, not as samples, so that a full
+queue of long speech costs disk, not memory). Jobs wait for one of the service's render slots
 (:class:`Slots`, shared with live sessions and face preparations); at most
 ``max_queue`` may wait, and one more is refused (429), so memory and disk stay bounded
 however many clients submit at once. A running job reports its frames and speed, and a
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import IplapError, Pipeline, Speech
+from .. import IplapError, Pipeline
 from .errors import ApiError
 from .store import AvatarStore
 
@@ -75,7 +76,7 @@ class Job:
     id: str
     avatar: str
     refs: int
-    speech: Speech = field(repr=False)
+    audio: Path = field(repr=False)  # the uploaded speech, checked, in the jobs folder
     state: str = "queued"
     frames_done: int = 0
     frames_total: int | None = None
@@ -113,12 +114,16 @@ class JobQueue:
     def running(self) -> int:
         return sum(1 for job in self.jobs.values() if job.state == "running")
 
-    def submit(self, avatar: str, speech: Speech, refs: int) -> Job:
-        """Queue a render; 429 when ``max_queue`` jobs already wait."""
+    def submit(self, avatar: str, audio: Path, suffix: str, refs: int) -> Job:
+        """Queue a render of the checked speech file ``audio`` (taken over: moved into the jobs
+        folder); 429 when ``max_queue`` jobs already wait."""
         self.store.ready(avatar)
         if self.waiting >= self.max_queue:
             raise ApiError(429, f"the queue is full ({self.max_queue} jobs waiting); try again later")
-        job = Job(secrets.token_hex(8), avatar, refs, speech)
+        job_id = secrets.token_hex(8)
+        kept = self.folder / f"{job_id}.speech{suffix}"
+        shutil.move(str(audio), kept)
+        job = Job(job_id, avatar, refs, kept)
         self.jobs[job.id] = job
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
@@ -170,12 +175,12 @@ class JobQueue:
             if job.cancel_requested:
                 raise Cancelled
 
-        self.pipeline.render(avatar, job.speech, out, on_frame=on_frame)
+        self.pipeline.render(avatar, job.audio, out, on_frame=on_frame)
         job.path = out
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
-        job.speech = None  # the samples are not needed any more
+        job.audio.unlink(missing_ok=True)  # the speech is not needed any more
         log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
 
     def delete(self, job_id: str) -> None:

@@ -670,6 +670,8 @@ def test_with_config_shares_the_models(pipeline):
     other = pipeline.with_config(refs=3, on_missing_face="error")
     assert other.renderer is pipeline.renderer and other.config.refs == 3 and pipeline.config.refs == REFS
     assert other.prepare(FACE_IMAGE).references.count == 3
+    # The face models are loaded once, whichever copy loads them first.
+    assert pipeline.new_tracker().mesh is other.new_tracker().mesh is pipeline.with_config(refs=4).new_tracker().mesh
     from iplap.errors import IplapError
 
     with pytest.raises(IplapError, match="backend"):
