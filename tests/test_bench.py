@@ -1,4 +1,5 @@
-"""iplap bench --quick writes its three outputs."""
+"""iplap bench --quick writes its outputs: both accuracy columns, the ceiling, the graphs'
+share of it, the recommendation. No speed targets: the machine is shared and noisy."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ def _reject(constant):
 
 def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["bench", "--bundle", str(bundle_dir), "--out", str(out), "--quick", "--threads", "2", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 0, err
+    code = main(["bench", "--bundle", str(bundle_dir), "--out", str(out), "--quick", "--threads", "2", "--quiet",
+                 "--budget", "1000"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
     report = json.loads((out / "results.json").read_text(), parse_constant=_reject)  # strict JSON
     assert report["machine"]["cores"] >= 1 and "instruction_sets" in report["machine"]
     assert report["machine"]["packages"]["onnxruntime"]
@@ -32,11 +34,33 @@ def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
                                     "encode"}
         # fp32 on either backend is the exact path: identical on onnxruntime (psnr null), rounding on OpenVINO.
         assert r["identical"] or r["psnr"] > 45
+        # Against the original configuration (N=25): N=5 renders other references, so it differs.
+        assert not r["identical_to_original"] and 0 < r["psnr_vs_original"] < (r["psnr"] or float("inf"))
+        assert 0 < r["ssim_vs_original"] <= 1 and r["distinct_refs"] == 5
+        for graph in ("flow_modulations", "flow_head", "translation"):
+            g = r["graphs"][graph]
+            assert g["gmac"] > 1 and g["gmac_per_s"] > 0 and 0 < g["share_of_ceiling"] < 10
+        assert r["graphs"]["flow_head"]["gmac"] == pytest.approx(5 * report["graph_gmac"]["flow_head"])
+    assert report["original"]["label"] == "onnxruntime fp32 N=25 t=2" and report["original"]["measured_apart"]
+    ceiling = report["ceiling"]["results"]
+    assert {(c["backend"], c["precision"], c["threads"]) for c in ceiling} == {
+        (b, p, 2) for b in ("onnxruntime", "openvino") for p in ("fp32", "int8")}
+    assert all(c["gmac_per_s"] > 0 for c in ceiling)
+    assert report["thread_scaling"] == []  # one thread count
+    # A budget no configuration misses: the most accurate against the original configuration.
+    recommendation = report["recommendation"]
+    best = max(results, key=lambda r: r["psnr_vs_original"])
+    assert recommendation["choice"]["label"] == best["label"]
+    assert recommendation["front"][-1]["label"] == best["label"]
+    assert "iplap run --bundle" in captured.out and best["label"] in captured.out
+    assert report["command"].startswith("iplap bench --bundle") and "--budget 1000" in report["command"]
     baseline = report["torch_baseline"]
     assert isinstance(baseline, dict) and baseline["5"]["seconds_per_frame"] > 0
     assert all(r["speedup_vs_torch"] > 0 for r in results)
     table = (out / "results.md").read_text()
     assert "| configuration |" in table and "onnxruntime" in table
+    assert "PSNR dB vs original" in table and "## The machine's ceiling" in table and "## Recommendation" in table
+    assert report["command"] in table
     for name in ("accuracy_vs_time.png", "stages.png", "time_vs_refs.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -44,3 +68,35 @@ def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
 def test_bench_without_bundles_or_with_a_bad_backend(tmp_path, bundle_dir, capsys):
     code = main(["bench", "--bundle", str(bundle_dir), "--out", str(tmp_path), "--backends", "cuda", "--quick"])
     assert code == 2 and "unknown backend" in capsys.readouterr().err
+
+
+def _row(backend, threads, frame, flow_head, distinct=5):
+    return {"case": {"bundle": "b", "precision": "int8", "backend": backend, "device": "CPU", "refs": 5,
+                     "threads": threads, "name": ""},
+            "error": None, "seconds_per_frame": frame, "distinct_refs": distinct,
+            "stages": {"flow_modulations": 0.1, "flow_head": flow_head, "translation": 0.2, "warp": 0.01}}
+
+
+def test_thread_scaling_is_speedup_and_efficiency_per_graph():
+    from iplap.benchmarks.bench import thread_scaling
+
+    rows = thread_scaling([_row("onnxruntime", 1, 3.0, 2.0), _row("onnxruntime", 2, 2.0, 1.25),
+                           _row("openvino", 2, 1.0, 0.5)])  # one thread count only: no row
+    assert len(rows) == 1 and rows[0]["setting"] == "onnxruntime int8 N=5" and rows[0]["threads"] == [1, 2]
+    assert rows[0]["frame"] == pytest.approx({"speedup": 1.5, "efficiency": 0.75})
+    assert rows[0]["flow_head"] == pytest.approx({"speedup": 1.6, "efficiency": 0.8})
+    assert rows[0]["flow_modulations"] == pytest.approx({"speedup": 1.0, "efficiency": 0.5})
+
+
+def test_graph_share_of_the_ceiling_counts_flow_head_per_reference():
+    from iplap.benchmarks.bench import Case, CaseResult, graph_throughput
+
+    row = _row("onnxruntime", 2, 2.0, 1.25, distinct=4)
+    result = CaseResult(Case(**row["case"]), 2.0, 2.0, 2.0, row["stages"], 2.0, 1.0, 900.0, distinct_refs=4)
+    ceiling = {"results": [{"backend": "onnxruntime", "precision": "int8", "threads": 2, "gmac_per_s": 100.0},
+                           {"backend": "onnxruntime", "precision": "int8", "threads": 1, "gmac_per_s": 60.0}]}
+    graphs = graph_throughput(result, {"flow_modulations": 5.0, "flow_head": 25.0, "translation": 10.0}, ceiling)
+    assert graphs["flow_head"]["gmac"] == 100.0  # 4 distinct references
+    assert graphs["flow_head"]["gmac_per_s"] == pytest.approx(80.0)
+    assert graphs["flow_head"]["share_of_ceiling"] == pytest.approx(0.8)
+    assert graphs["translation"]["share_of_ceiling"] == pytest.approx(0.5)
