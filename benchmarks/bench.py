@@ -4,8 +4,8 @@ Every configuration runs in a fresh process (so its peak memory and thread setti
 its own) on the same fixed inputs, made from the shipped samples: a clip of the sample
 photo with small head motion, and a slice of the sample speech. For each it measures:
 
-* time per rendered frame (median and range over repeats, after warm-up), and per stage
-  (landmarks, sketches, renderer graphs, warp, blend, decode, encode);
+* time per rendered frame (median and range over all timed frames of all rounds, after
+  warm-up), and per stage (landmarks, sketches, renderer graphs, warp, blend, decode, encode);
 * the first-frame latency of streaming, and the per-video preparation time;
 * peak RSS of the process;
 * accuracy against the fp32 exact path (the fp32 bundle on onnxruntime, same N): PSNR and
@@ -77,7 +77,8 @@ class BenchConfig:
         refs: numbers of references N.
         threads: thread counts.
         frames: rendered frames timed per repeat.
-        repeats: timed repeats (after ``warmup`` untimed renders).
+        repeats: rounds: in each, every configuration runs once in a fresh process and
+            times ``frames`` renders after ``warmup`` untimed ones.
         clip_seconds: length of the face clip made from the sample photo.
         torch_baseline: time the original torch renderer when torch is installed.
         renderer_checkpoint: the checkpoint for that baseline (default: stand-in weights,
@@ -164,6 +165,7 @@ class CaseResult:
     first_frame_seconds: float
     prepare_seconds: float
     peak_rss_mb: float
+    stages_min: dict[str, float] | None = None  # each stage's fastest frame
     distinct_refs: int | None = None  # the references whose flow is computed every frame
     psnr: float | None = None
     ssim: float | None = None
@@ -200,7 +202,9 @@ def fixed_inputs(folder: Path, clip_seconds: float, frames: int, repeats: int, w
 
 # -- one configuration, in its own process --------------------------------------------------------
 
-def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warmup: int, outputs: str) -> dict:
+def _measure(case: dict, clip: str, speech: str, frames: int, warmup: int, outputs: str) -> dict:
+    """One round of a configuration: prepare, then ``warmup`` + ``frames`` renders; the raw
+    times (the parent pools the rounds) and the timed frames' faces and landmarks."""
     from ..runtime.audio import load_audio
     from ..runtime.backends import BackendConfig
     from ..runtime.media import VideoWriter
@@ -213,21 +217,32 @@ def _measure(case: dict, clip: str, speech: str, frames: int, repeats: int, warm
     avatar = pipeline.prepare(clip)
     prepare_s = time.perf_counter() - start
     wav = load_audio(speech)
-    per_frame, stages, first_frame = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for repeat in range(repeats):
-            writer = VideoWriter(Path(tmp) / "out.mp4", avatar.track.width, avatar.track.height)
-            times = time_renders(pipeline, avatar, wav, warmup, frames, writer, keep_outputs=repeat == repeats - 1)
-            writer.abort()
-            per_frame += times.walls
-            stages += times.stages
-            first_frame = times.first_frame_seconds if first_frame is None else first_frame
-    faces, contents = times.faces, times.contents
-    np.savez(outputs, faces=np.stack(faces), contents=np.stack(contents))
-    stage_median = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in STAGES}
-    return {"seconds_per_frame": statistics.median(per_frame), "seconds_min": min(per_frame),
-            "seconds_max": max(per_frame), "stages": stage_median, "first_frame_seconds": first_frame,
+        writer = VideoWriter(Path(tmp) / "out.mp4", avatar.track.width, avatar.track.height)
+        times = time_renders(pipeline, avatar, wav, warmup, frames, writer, keep_outputs=True)
+        writer.abort()
+    np.savez(outputs, faces=np.stack(times.faces), contents=np.stack(times.contents))
+    return {"walls": times.walls, "stages": times.stages, "first_frame_seconds": times.first_frame_seconds,
             "prepare_seconds": prepare_s, "peak_rss_mb": peak_rss_mb(), "distinct_refs": avatar.references.distinct}
+
+
+def pool_rounds(case: Case, rounds: list[dict], outputs: str) -> CaseResult:
+    """A configuration's result from its rounds: medians over every timed frame of every round
+    (and the fastest frame, per stage too); the first failing round's error, if any."""
+    failed = next((r for r in rounds if "error" in r), None)
+    if failed is not None or not rounds:
+        nan = float("nan")
+        return CaseResult(case, nan, nan, nan, {}, nan, nan, nan,
+                          error=failed["error"] if failed else "not measured")
+    walls = [w for r in rounds for w in r["walls"]]
+    stages = [s for r in rounds for s in r["stages"]]
+    return CaseResult(
+        case, statistics.median(walls), min(walls), max(walls),
+        {k: statistics.median(s.get(k, 0.0) for s in stages) for k in STAGES},
+        statistics.median(r["first_frame_seconds"] for r in rounds),
+        statistics.median(r["prepare_seconds"] for r in rounds), max(r["peak_rss_mb"] for r in rounds),
+        stages_min={k: min(s.get(k, 0.0) for s in stages) for k in STAGES},
+        distinct_refs=rounds[-1]["distinct_refs"], outputs=outputs)
 
 
 def _torch_baseline(bundle: str, checkpoint: str | None, clip: str, speech: str, refs: int, threads: int,
@@ -334,7 +349,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     measure_original = original is not None and original not in cases
     torch_available = _has_torch()
     macs_available, missing = _has_calibrate_extra()
-    steps = (len(cases) + int(measure_original) + int(config.ceiling and macs_available)
+    steps = (len(cases) * config.repeats + int(measure_original) + int(config.ceiling and macs_available)
              + (len(config.refs) if config.torch_baseline and torch_available else 0))
     bar = tqdm(total=steps, desc="benchmark", unit="config", file=sys.stderr, disable=not progress)
     ceiling: dict | str = f"skipped: needs {missing} (pip install 'iplap[calibrate]')" if not macs_available \
@@ -344,25 +359,28 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
         ceiling = _in_process(_ceiling, config.backends, config.threads, config.device, asdict(config.ceiling_config))
         bar.update()
     gmac = _graph_gmac(bundles[fp32 or next(iter(bundles))]) if macs_available else None
-    results: list[CaseResult] = []
     baselines: dict[int, dict] = {}
     original_result: CaseResult | None = None
     with tempfile.TemporaryDirectory(prefix="iplap-bench-") as tmp:
         clip, speech = fixed_inputs(Path(tmp), config.clip_seconds, config.frames, config.repeats, config.warmup)
 
-        def measure(case: Case, outputs: str, repeats: int) -> CaseResult:
-            raw = _in_process(_measure, asdict(case), str(clip), str(speech), config.frames, repeats, config.warmup,
-                              outputs)
-            return _case_result(case, raw, outputs)
-
-        for k, case in enumerate(cases):
-            bar.set_postfix_str(case.label)
-            results.append(measure(case, str(Path(tmp) / f"case{k}.npz"), config.repeats))
-            bar.update()
+        # Rounds: every configuration once per round, each in a fresh process, so that load
+        # from other processes on the machine, which comes and goes, falls on all of them alike.
+        rounds: dict[int, list[dict]] = {k: [] for k in range(len(cases))}
+        outputs = {k: str(Path(tmp) / f"case{k}.npz") for k in range(len(cases))}
+        for round_ in range(config.repeats):
+            for k, case in enumerate(cases):
+                bar.set_postfix_str(f"{case.label} (round {round_ + 1}/{config.repeats})")
+                rounds[k].append(_in_process(_measure, asdict(case), str(clip), str(speech), config.frames,
+                                             config.warmup, outputs[k]))
+                bar.update()
+        results = [pool_rounds(case, rounds[k], outputs[k]) for k, case in enumerate(cases)]
         if measure_original:
-            # Only its faces are needed: one repeat renders the same frames as the others' last one.
+            # Only its faces are needed: one round renders the same frames as the others' rounds.
             bar.set_postfix_str(f"original configuration {original.label}")
-            original_result = measure(original, str(Path(tmp) / "original.npz"), 1)
+            path = str(Path(tmp) / "original.npz")
+            original_result = pool_rounds(original, [_in_process(_measure, asdict(original), str(clip), str(speech),
+                                                                 config.frames, config.warmup, path)], path)
             bar.update()
         elif original is not None:
             original_result = next(r for r in results if r.case == original)
@@ -405,13 +423,6 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict:
     return report
 
 
-def _case_result(case: Case, raw: dict, outputs: str) -> CaseResult:
-    if "error" in raw:
-        nan = float("nan")
-        return CaseResult(case, nan, nan, nan, {}, nan, nan, nan, error=raw["error"])
-    return CaseResult(case, **raw, outputs=outputs)
-
-
 def _original_dict(result: CaseResult, measured_apart: bool) -> dict:
     return {"label": result.case.label, "case": asdict(result.case), "error": result.error,
             "measured_apart": measured_apart,
@@ -450,14 +461,18 @@ def _graph_gmac(bundle) -> dict[str, float]:
 
 def graph_throughput(result: CaseResult, gmac: dict[str, float], ceiling: dict) -> dict[str, dict]:
     """Each frame graph's GMAC per frame, GMAC/s and share of the ceiling of the same backend,
-    precision and thread count (None where the ceiling has no such entry, e.g. bf16)."""
+    precision and thread count (None where the ceiling has no such entry, e.g. bf16).
+
+    Best against best: the graph's fastest frame against the ceiling's fastest run. Other
+    load on the machine only ever slows a run, so the best of several is the figure it
+    disturbs least; medians taken at different moments would compare the load instead."""
     c = result.case
     peak = next((e["gmac_per_s"] for e in ceiling.get("results", ()) if e["backend"] == c.backend
                  and e["precision"] == c.precision and e["threads"] == c.threads), None)
     out = {}
     for name in FRAME_GRAPHS:
         per_frame = gmac[name] * ((result.distinct_refs or c.refs) if name in PER_REFERENCE_GRAPHS else 1)
-        seconds = result.stages.get(name)
+        seconds = (result.stages_min or result.stages).get(name)
         rate = per_frame / seconds if seconds else None
         out[name] = {"gmac": per_frame, "seconds": seconds, "gmac_per_s": rate,
                      "share_of_ceiling": rate / peak if rate and peak else None}
@@ -467,7 +482,8 @@ def graph_throughput(result: CaseResult, gmac: dict[str, float], ceiling: dict) 
 def thread_scaling(results: list[dict]) -> list[dict]:
     """For each setting measured at several thread counts: the speed-up of each more-thread
     run over the fewest-thread one, and its efficiency (speed-up / thread ratio), for the
-    whole frame and each renderer stage."""
+    whole frame and each renderer stage, from the fastest frames (best against best, as
+    :func:`graph_throughput`)."""
     groups: dict[str, list[dict]] = {}
     for r in results:
         if not r["error"]:
@@ -478,8 +494,8 @@ def thread_scaling(results: list[dict]) -> list[dict]:
         base = runs[0]
         for r in runs[1:]:
             ratio = r["case"]["threads"] / base["case"]["threads"]
-            times = {"frame": (base["seconds_per_frame"], r["seconds_per_frame"]),
-                     **{s: (base["stages"].get(s), r["stages"].get(s)) for s in (*FRAME_GRAPHS, "warp")}}
+            times = {"frame": (base["seconds_min"], r["seconds_min"]),
+                     **{s: (base["stages_min"].get(s), r["stages_min"].get(s)) for s in (*FRAME_GRAPHS, "warp")}}
             rows.append({"setting": setting, "threads": [base["case"]["threads"], r["case"]["threads"]],
                          **{k: {"speedup": a / b, "efficiency": a / b / ratio} if a and b else None
                             for k, (a, b) in times.items()}})
@@ -571,7 +587,8 @@ def markdown(report: dict) -> str:
               f"onnxruntime {m['packages'].get('onnxruntime')}, openvino {m['packages'].get('openvino')}.\n"]
     original = report["original"]
     original_label = original["label"] if isinstance(original, dict) else None
-    lines += ["Time per rendered frame: median [min-max] over repeats. Accuracy, worst frame, of the 128x128 face "
+    lines += ["Time per rendered frame: median [min-max] over the timed frames of all rounds (in each round every "
+              "configuration runs once, in a fresh process). Accuracy, worst frame, of the 128x128 face "
               "(PSNR, SSIM) and of the landmarks (px of a 128 px crop): **vs fp32** against the fp32 exact path at "
               "the same N (onnxruntime), the loss from precision alone; **vs original** against the original "
               f"configuration ({original_label or 'not measured: ' + str(original)}) on the same inputs, "
@@ -621,18 +638,19 @@ def _ceiling_lines(report: dict) -> list[str]:
         return lines + [f"Convolution ceiling: {ceiling if not isinstance(ceiling, dict) else ceiling['error']}."]
     cfg = ceiling["config"]
     lines += [f"A stack of {cfg['stack']}, {cfg['gmac']:.2f} GMAC per run, quantized as the bundles are; GMAC/s "
-              f"from the median of {cfg['repeats']} runs, all configurations taking turns.\n",
-              "| backend | precision | threads | ms per run | GMAC/s |", "|---|---|---|---|---|"]
+              f"from the fastest of {cfg['repeats']} runs (median in brackets), all configurations taking turns.\n",
+              "| backend | precision | threads | ms per run: fastest (median) | GMAC/s: fastest (median) |",
+              "|---|---|---|---|---|"]
     for e in ceiling["results"]:
-        lines.append(f"| {e['backend']} | {e['precision']} | {e['threads']} | {e['seconds'] * 1e3:.1f} | "
-                     f"{e['gmac_per_s']:.1f} |")
+        lines.append(f"| {e['backend']} | {e['precision']} | {e['threads']} | {e['seconds_min'] * 1e3:.1f} "
+                     f"({e['seconds'] * 1e3:.1f}) | {e['gmac_per_s']:.1f} ({e['gmac'] / e['seconds']:.1f}) |")
     gmac = report["graph_gmac"]
     if not isinstance(gmac, dict):
         return lines + [f"\nRenderer graphs against the ceiling: {gmac}."]
     lines += ["\nEach renderer graph per frame: GMAC (its convolutions' and matrix products' multiply-adds; "
               f"flow_head: {gmac['flow_head']:.2f} per reference, times the distinct references U), GMAC/s from its "
-              "median stage time, and in brackets its share of the ceiling at the same backend, precision and "
-              "thread count.\n",
+              "fastest frame, and in brackets its share of the ceiling (fastest run) at the same backend, precision "
+              "and thread count.\n",
               "| configuration | U | " + " | ".join(f"{g} GMAC | {g} GMAC/s (share)" for g in FRAME_GRAPHS) + " |",
               "|---|---|" + "---|---|" * len(FRAME_GRAPHS)]
     for r in report["results"]:
@@ -653,8 +671,8 @@ def _scaling_lines(report: dict) -> list[str]:
         return []
     keys = ("frame", *FRAME_GRAPHS, "warp")
     lines = ["\n## Thread scaling\n",
-             "Speed-up of the median time with more threads, and in brackets the efficiency (speed-up divided by "
-             "the ratio of threads; 100% is perfect scaling).\n",
+             "Speed-up of the fastest frame with more threads, and in brackets the efficiency (speed-up divided "
+             "by the ratio of threads; 100% is perfect scaling).\n",
              "| setting | threads | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in rows:
         cells = [f"{row[k]['speedup']:.2f}x ({row[k]['efficiency']:.0%})" if row[k] else "n/a" for k in keys]

@@ -16,6 +16,23 @@ def _reject(constant):
     raise ValueError(f"results.json holds {constant}, which is not JSON")
 
 
+def test_rounds_pool_into_medians_and_fastest_frames():
+    from iplap.benchmarks.bench import Case, pool_rounds
+
+    case = Case("b", "fp32", "onnxruntime", "CPU", 5, 2)
+    stage = lambda t: {"flow_head": t}  # noqa: E731
+    rounds = [{"walls": [1.0, 4.0], "stages": [stage(0.5), stage(3.0)], "first_frame_seconds": 2.0,
+               "prepare_seconds": 1.0, "peak_rss_mb": 900.0, "distinct_refs": 5},
+              {"walls": [2.0, 3.0], "stages": [stage(1.0), stage(2.0)], "first_frame_seconds": 4.0,
+               "prepare_seconds": 3.0, "peak_rss_mb": 950.0, "distinct_refs": 5}]
+    r = pool_rounds(case, rounds, "x.npz")
+    assert (r.seconds_per_frame, r.seconds_min, r.seconds_max) == (2.5, 1.0, 4.0)
+    assert r.stages["flow_head"] == 1.5 and r.stages_min["flow_head"] == 0.5
+    assert (r.first_frame_seconds, r.prepare_seconds, r.peak_rss_mb, r.error) == (3.0, 2.0, 950.0, None)
+    failed = pool_rounds(case, [rounds[0], {"error": "OpenVINO cannot compile"}], "x.npz")
+    assert failed.error == "OpenVINO cannot compile" and failed.seconds_per_frame != failed.seconds_per_frame
+
+
 def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["bench", "--bundle", str(bundle_dir), "--out", str(out), "--quick", "--threads", "2", "--quiet",
@@ -73,11 +90,12 @@ def test_bench_without_bundles_or_with_a_bad_backend(tmp_path, bundle_dir, capsy
 def _row(backend, threads, frame, flow_head, distinct=5):
     return {"case": {"bundle": "b", "precision": "int8", "backend": backend, "device": "CPU", "refs": 5,
                      "threads": threads, "name": ""},
-            "error": None, "seconds_per_frame": frame, "distinct_refs": distinct,
-            "stages": {"flow_modulations": 0.1, "flow_head": flow_head, "translation": 0.2, "warp": 0.01}}
+            "error": None, "seconds_per_frame": frame + 1, "seconds_min": frame, "distinct_refs": distinct,
+            "stages": {"flow_modulations": 9.0, "flow_head": 9.0, "translation": 9.0, "warp": 9.0},  # medians
+            "stages_min": {"flow_modulations": 0.1, "flow_head": flow_head, "translation": 0.2, "warp": 0.01}}
 
 
-def test_thread_scaling_is_speedup_and_efficiency_per_graph():
+def test_thread_scaling_is_speedup_and_efficiency_per_graph_of_the_fastest_frames():
     from iplap.benchmarks.bench import thread_scaling
 
     rows = thread_scaling([_row("onnxruntime", 1, 3.0, 2.0), _row("onnxruntime", 2, 2.0, 1.25),
@@ -92,7 +110,8 @@ def test_graph_share_of_the_ceiling_counts_flow_head_per_reference():
     from iplap.benchmarks.bench import Case, CaseResult, graph_throughput
 
     row = _row("onnxruntime", 2, 2.0, 1.25, distinct=4)
-    result = CaseResult(Case(**row["case"]), 2.0, 2.0, 2.0, row["stages"], 2.0, 1.0, 900.0, distinct_refs=4)
+    result = CaseResult(Case(**row["case"]), 2.0, 2.0, 2.0, row["stages"], 2.0, 1.0, 900.0,
+                        stages_min=row["stages_min"], distinct_refs=4)
     ceiling = {"results": [{"backend": "onnxruntime", "precision": "int8", "threads": 2, "gmac_per_s": 100.0},
                            {"backend": "onnxruntime", "precision": "int8", "threads": 1, "gmac_per_s": 60.0}]}
     graphs = graph_throughput(result, {"flow_modulations": 5.0, "flow_head": 25.0, "translation": 10.0}, ceiling)
