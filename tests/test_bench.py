@@ -119,3 +119,18 @@ def test_graph_share_of_the_ceiling_counts_flow_head_per_reference():
     assert graphs["flow_head"]["gmac_per_s"] == pytest.approx(80.0)
     assert graphs["flow_head"]["share_of_ceiling"] == pytest.approx(0.8)
     assert graphs["translation"]["share_of_ceiling"] == pytest.approx(0.5)
+
+
+def test_the_ceiling_is_the_faster_of_its_measurements():
+    from iplap.benchmarks.bench import merge_ceilings
+
+    def entry(precision, rate):
+        return {"backend": "openvino", "precision": precision, "threads": 2, "gmac_per_s": rate}
+
+    before = {"when": "before", "config": {"layers": 8}, "results": [entry("fp32", 50.0), entry("int8", 400.0)]}
+    after = {"when": "after", "config": {"layers": 8}, "results": [entry("fp32", 90.0), entry("int8", 300.0)]}
+    merged = merge_ceilings([before, after])
+    assert {(e["precision"], e["gmac_per_s"], e["when"]) for e in merged["results"]} == {
+        ("fp32", 90.0, "after"), ("int8", 400.0, "before")}
+    assert merge_ceilings([{"when": "before", "error": "no nncf"}, after])["results"][0]["when"] == "after"
+    assert "error" in merge_ceilings([{"when": "before", "error": "no nncf"}])
