@@ -8,6 +8,11 @@ From these points:
 * :func:`best_within_budget`: the most accurate within a time per frame (the faster one on a tie);
 * :func:`fastest_above`: the fastest at or above a PSNR floor (the more accurate one on a tie).
 
+Accuracy is compared at the tables' resolution, 0.1 dB (:data:`PSNR_RESOLUTION_DB`): two
+settings whose faces differ from the original by the same 0.1 dB are equally accurate, and
+the faster one is preferred. Without it, float rounding (onnxruntime against OpenVINO at the
+same N, 1e-4 dB apart) would decide between settings.
+
 The functions read the results in their JSON form (``results.json``), so a selection can be
 made again from a saved run (``iplap bench --from results.json --budget 1.5``).
 """
@@ -17,6 +22,9 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass
+
+#: PSNRs are compared rounded to this (the tables' precision).
+PSNR_RESOLUTION_DB = 0.1
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class Option:
     seconds_per_frame: float
     psnr: float
     ssim: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        """The PSNR as compared: rounded to :data:`PSNR_RESOLUTION_DB` (``inf`` stays ``inf``)."""
+        return self.psnr if math.isinf(self.psnr) else round(self.psnr / PSNR_RESOLUTION_DB) * PSNR_RESOLUTION_DB
 
     def run_command(self, face: str = "FACE", audio: str = "SPEECH", out: str = "OUT.mp4") -> str:
         """The ``iplap run`` command line for this setting."""
@@ -84,8 +97,8 @@ def pareto_front(choices: list[Option]) -> list[Option]:
     """The configurations no other one is both faster than (or as fast) and more accurate
     than (or as accurate), fastest first."""
     front: list[Option] = []
-    for option in sorted(choices, key=lambda o: (o.seconds_per_frame, -o.psnr)):
-        if not front or option.psnr > front[-1].psnr:
+    for option in sorted(choices, key=lambda o: (o.seconds_per_frame, -o.accuracy)):
+        if not front or option.accuracy > front[-1].accuracy:
             front.append(option)
     return front
 
@@ -93,13 +106,13 @@ def pareto_front(choices: list[Option]) -> list[Option]:
 def best_within_budget(choices: list[Option], seconds_per_frame: float) -> Option | None:
     """The most accurate configuration at or under the budget (None: none fits)."""
     fitting = [o for o in choices if o.seconds_per_frame <= seconds_per_frame]
-    return max(fitting, key=lambda o: (o.psnr, -o.seconds_per_frame), default=None)
+    return max(fitting, key=lambda o: (o.accuracy, -o.seconds_per_frame), default=None)
 
 
 def fastest_above(choices: list[Option], min_psnr: float) -> Option | None:
     """The fastest configuration at or above the PSNR floor (None: none reaches it)."""
     good = [o for o in choices if o.psnr >= min_psnr]
-    return min(good, key=lambda o: (o.seconds_per_frame, -o.psnr), default=None)
+    return min(good, key=lambda o: (o.seconds_per_frame, -o.accuracy), default=None)
 
 
 def recommend(results: list[dict], budget: float | None = None, min_psnr: float | None = None) -> dict:

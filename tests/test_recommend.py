@@ -74,6 +74,15 @@ def test_fastest_above_a_psnr_floor(results):
     assert _names([fastest_above(choices, 500.0)]) == [("onnxruntime", "fp32", 25, 2)]
 
 
+def test_accuracy_within_the_tables_resolution_is_a_tie_that_the_faster_wins(results):
+    # As onnxruntime and OpenVINO fp32 at the same N: 1e-4 dB apart, float rounding only.
+    twins = results + [_result("onnxruntime", "fp32", 10, 2, 1.63, 67.4207), _result("openvino", "fp32", 10, 2, 1.50,
+                                                                                        67.4206)]
+    assert _names([best_within_budget(options(twins), 2.0)]) == [("openvino", "fp32", 10, 2)]
+    front = _names(pareto_front(options(twins)))
+    assert ("openvino", "fp32", 10, 2) in front and ("onnxruntime", "fp32", 10, 2) not in front
+
+
 def test_nothing_fits_names_the_nearest(results):
     out = recommend(results, budget=1.0)
     assert out["choice"] is None
