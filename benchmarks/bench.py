@@ -16,8 +16,8 @@ photo with small head motion, and a slice of the sample speech. For each it meas
   from precision together, which is what a user accepts by choosing a setting;
 * for each renderer graph: its GMAC per frame, GMAC/s, and its share of this machine's
   convolution ceiling (:mod:`.ceiling`, measured for each backend, precision and thread
-  count before the grid and again after it: the faster of the two counts); and, across the thread counts, each graph's speed-up and
-  parallel efficiency.
+  count before the grid and again after it: the faster of the two counts); and, across
+  the thread counts, each graph's speed-up and parallel efficiency.
 
 At the end, a selection over the results (:mod:`.recommend`): the Pareto front of time
 against accuracy vs the original configuration, and with a time budget (or a PSNR floor)

@@ -83,8 +83,9 @@ def blocked_weights(weight: np.ndarray, block: int = BLOCK) -> np.ndarray:
                         for dx in range(lo, hi + 1):
                             kx = dx * block + j - b + r
                             if 0 <= kx < kw:
-                                out[(a * block + b) * co:(a * block + b + 1) * co,
-                                    (i * block + j) * ci:(i * block + j + 1) * ci, dy - lo, dx - lo] = weight[:, :, ky, kx]
+                                rows = slice((a * block + b) * co, (a * block + b + 1) * co)
+                                cols = slice((i * block + j) * ci, (i * block + j + 1) * ci)
+                                out[rows, cols, dy - lo, dx - lo] = weight[:, :, ky, kx]
     return out
 
 
@@ -111,10 +112,12 @@ def block_narrow_convs(model, block: int = BLOCK, max_channels: int = NARROW_CHA
         inputs = [f"{base}/SpaceToDepth_output_0", weight_name]
         if len(node.input) > 2 and node.input[2]:
             bias = numpy_helper.to_array(initializers[node.input[2]])
-            graph.initializer.append(numpy_helper.from_array(np.tile(bias, block * block), f"{node.input[2]}.blocked{block}"))
-            inputs.append(f"{node.input[2]}.blocked{block}")
+            bias_name = f"{node.input[2]}.blocked{block}"
+            graph.initializer.append(numpy_helper.from_array(np.tile(bias, block * block), bias_name))
+            inputs.append(bias_name)
         nodes += [
-            helper.make_node("SpaceToDepth", [node.input[0]], [inputs[0]], name=f"{base}/SpaceToDepth", blocksize=block),
+            helper.make_node("SpaceToDepth", [node.input[0]], [inputs[0]], name=f"{base}/SpaceToDepth",
+                             blocksize=block),
             helper.make_node("Conv", inputs, [f"{base}/Conv_blocked_output_0"], name=node.name,
                              kernel_shape=list(blocked.shape[2:]), pads=[pad] * 4),
             helper.make_node("DepthToSpace", [f"{base}/Conv_blocked_output_0"], [node.output[0]],
