@@ -134,3 +134,13 @@ def test_the_ceiling_is_the_faster_of_its_measurements():
         ("fp32", 90.0, "after"), ("int8", 400.0, "before")}
     assert merge_ceilings([{"when": "before", "error": "no nncf"}, after])["results"][0]["when"] == "after"
     assert "error" in merge_ceilings([{"when": "before", "error": "no nncf"}])
+
+
+def test_operator_profile_names_each_backends_operators(bundle_dir):
+    from iplap.benchmarks.profile_graph import profile
+
+    out = profile([bundle_dir], "flow_modulations", ["onnxruntime", "openvino"], batch=1, threads=1, runs=1)
+    assert set(out) == {f"onnxruntime {bundle_dir.name}", f"openvino {bundle_dir.name}"}
+    ort, ov = out[f"onnxruntime {bundle_dir.name}"], out[f"openvino {bundle_dir.name}"]
+    assert ort["seconds"] > 0 and ort["operators"]["Conv"] > 0
+    assert any(op.startswith("Convolution (") for op in ov["operators"]) and sum(ov["operators"].values()) > 0
