@@ -300,12 +300,15 @@ def _int_list(value: str) -> tuple[int, ...]:
 @_command
 def _register_bench(sub) -> None:
     p = sub.add_parser("bench", help="accuracy against speed for each backend, precision, N and thread count",
-                       description="Measure every configuration on fixed inputs made from the shipped samples, "
-                                   "beside the original torch renderer when torch is installed. Writes "
-                                   "results.json, results.md and PNG plots (needs the bench extra).")
-    p.add_argument("--bundle", type=_path, action="append", required=True,
+                       description="Measure the machine's convolution ceiling, then every configuration on fixed "
+                                   "inputs made from the shipped samples, beside the original torch renderer when "
+                                   "torch is installed; score each against fp32 at the same N and against the "
+                                   "original configuration (N=25, fp32), and end with the setting to use. Writes "
+                                   "results.json, results.md and PNG plots (needs the bench extra; the ceiling "
+                                   "needs the calibrate extra).")
+    p.add_argument("--bundle", type=_path, action="append",
                    help="a model bundle; repeat for several precisions (the fp32 one is the reference)")
-    p.add_argument("--out", type=_path, required=True, help="output folder")
+    p.add_argument("--out", type=_path, help="output folder")
     p.add_argument("--backends", default="onnxruntime,openvino", help="comma-separated (default both)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     p.add_argument("--refs", type=_int_list, default=(5, 10, 25), help="numbers of references (default 5,10,25)")
@@ -313,15 +316,67 @@ def _register_bench(sub) -> None:
     p.add_argument("--frames", type=int, default=4, help="rendered frames timed per repeat (default 4)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the convolution ceiling")
     p.add_argument("--renderer-checkpoint", type=_path, help="checkpoint for the torch baseline (default stand-ins)")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run: N=5, 2 frames, 1 repeat")
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--budget", type=float, metavar="SECONDS_PER_FRAME",
+                      help="recommend the most accurate setting (against the original configuration) within this "
+                           "time per frame; without --budget or --min-psnr: the Pareto front")
+    goal.add_argument("--min-psnr", type=float, metavar="DB",
+                      help="recommend the fastest setting whose face PSNR against the original configuration is at "
+                           "least this")
+    p.add_argument("--from", dest="from_results", type=_path, metavar="RESULTS_JSON",
+                   help="measure nothing: make the recommendation from a saved results.json")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: N=5, 2 frames, 1 repeat, a short ceiling")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_bench)
 
 
+def _bench_command(args) -> str:
+    """The command line of this bench run, spelled out with every setting that shapes it."""
+    import shlex
+
+    words = ["iplap", "bench"]
+    for bundle in args.bundle:
+        words += ["--bundle", str(bundle)]
+    words += ["--out", str(args.out), "--backends", args.backends]
+    if args.device != "CPU":
+        words += ["--device", args.device]
+    if args.quick:
+        words.append("--quick")
+    else:
+        words += ["--refs", ",".join(map(str, args.refs)), "--frames", str(args.frames), "--repeats",
+                  str(args.repeats)]
+    if args.threads:
+        words += ["--threads", ",".join(map(str, args.threads))]
+    for flag, value in (("--budget", args.budget), ("--min-psnr", args.min_psnr),
+                        ("--renderer-checkpoint", args.renderer_checkpoint)):
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    words += [flag for flag, on in (("--no-torch", args.no_torch), ("--no-ceiling", args.no_ceiling)) if on]
+    return shlex.join(words)
+
+
 def _cmd_bench(args) -> int:
+    import json
     import os
 
+    from .benchmarks.recommend import describe, recommend
+
+    if args.budget is not None and args.budget <= 0:
+        raise IplapError(f"--budget must be positive, got {args.budget:g} s/frame")
+    if args.from_results is not None:
+        if args.bundle or args.out:
+            raise IplapError("--from makes the recommendation from a saved run; it measures nothing, so --bundle "
+                             "and --out have no effect")
+        try:
+            results = json.loads(args.from_results.read_text())["results"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IplapError(f"{args.from_results} is not a results.json of iplap bench ({exc})") from None
+        print("\n".join(describe(recommend(results, args.budget, args.min_psnr))))
+        return EXIT_OK
+    if not args.bundle or args.out is None:
+        raise IplapError("iplap bench needs --bundle and --out (or --from RESULTS_JSON)")
     from .benchmarks.bench import BenchConfig, run_bench
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
@@ -329,14 +384,17 @@ def _cmd_bench(args) -> int:
     if unknown:
         raise IplapError(f"unknown backend {unknown[0]!r}: choose onnxruntime and/or openvino")
     options = dict(backends=backends, device=args.device, torch_baseline=not args.no_torch,
-                   renderer_checkpoint=args.renderer_checkpoint, threads=args.threads or (os.cpu_count() or 1,))
+                   renderer_checkpoint=args.renderer_checkpoint, threads=args.threads or (os.cpu_count() or 1,),
+                   ceiling=not args.no_ceiling, budget=args.budget, min_psnr=args.min_psnr,
+                   command=_bench_command(args))
     if args.quick:
         config = BenchConfig.quick(args.bundle, args.out, **options)
     else:
         config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs, frames=args.frames, repeats=args.repeats,
                              **options)
-    run_bench(config, progress=not args.quiet)
+    report = run_bench(config, progress=not args.quiet)
     print(f"wrote {args.out / 'results.md'}, results.json and plots", file=sys.stderr)
+    print("\n".join(describe(report["recommendation"])))
     return EXIT_OK
 
 

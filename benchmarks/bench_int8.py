@@ -40,8 +40,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> int:
-    """Multiply-adds of the Conv, Gemm and MatMul nodes of a graph for these input shapes."""
+def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray | tuple[int, ...]]) -> int:
+    """Multiply-adds of the Conv, Gemm and MatMul nodes of a graph for these inputs (arrays,
+    or their shapes)."""
     import onnx
     from onnx import shape_inference
 
@@ -49,7 +50,7 @@ def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray]) -> int:
     for value in model.graph.input:
         if value.name in feeds:
             dims = value.type.tensor_type.shape.dim
-            for dim, size in zip(dims, feeds[value.name].shape):
+            for dim, size in zip(dims, getattr(feeds[value.name], "shape", feeds[value.name])):
                 dim.ClearField("dim_param")
                 dim.dim_value = int(size)
     model = shape_inference.infer_shapes(model, data_prop=True)

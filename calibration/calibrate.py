@@ -224,10 +224,14 @@ def _variant_maker(config: CalibrateConfig, source: Bundle, backend: str, record
         return make
     hint = OPENVINO_HINT[precision]
     if precision == "int8":
-        from .quantize_ov import quantize_ir
+        from .quantize_ov import quantize_ir, rewritten_ir
 
         def make(graph: str) -> Variant:
-            info = quantize_ir(source.graph_file(graph, backend), work / f"{graph}.int8.xml", recording.stores[graph],
+            ir = source.graph_file(graph, backend)
+            if recipe.nncf.rewrites:  # from the bundle's ONNX graph, rewritten, converted as the exporter does
+                ir = rewritten_ir(source.graph_file(graph, "onnxruntime"), work / "rewritten" / f"{graph}.xml",
+                                  recipe.nncf.rewrites)
+            info = quantize_ir(ir, work / f"{graph}.int8.xml", recording.stores[graph],
                                recipe.graph(graph), recipe.nncf, {**meta, "graph": graph})
             model = load_model(info.path, config.backend_config(backend, hint), GRAPH_BY_NAME[graph].output_names)
             return Variant(graph, model, info, GraphFiles(openvino=info.path))

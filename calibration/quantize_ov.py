@@ -77,6 +77,22 @@ def quantize_ir(source: Path, dest: Path, store: SampleStore, recipe: GraphRecip
     return QuantizedGraph(store.graph, dest, excluded, count, seconds)
 
 
+def rewritten_ir(onnx_source: Path, dest: Path, rewrites: tuple[str, ...]) -> Path:
+    """The IR of the ONNX graph ``onnx_source`` after the exact ``rewrites`` (:mod:`.rewrite`),
+    converted as ``iplap export`` converts it (fp32 weights)."""
+    import openvino as ov
+
+    from .rewrite import rewrite_onnx
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rewritten = dest.with_suffix(".onnx")
+    counts = rewrite_onnx(onnx_source, rewritten, rewrites)
+    log.debug("%s rewritten for openvino: %s", onnx_source.name, counts)
+    ov.save_model(ov.convert_model(str(rewritten)), str(dest), compress_to_fp16=False)
+    rewritten.unlink()
+    return dest
+
+
 def _quantized_weighted_ops(model) -> int:
     """Weighted ops whose weight passes through a FakeQuantize (or the int8 constant +
     convert that NNCF compresses it to)."""
