@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from iplap.benchmarks.recommend import PSNR_RESOLUTION_DB
 from iplap.cli import main
 
 pytest.importorskip("matplotlib")
@@ -66,7 +67,12 @@ def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
     assert report["thread_scaling"] == []  # one thread count
     # A budget no configuration misses: the most accurate against the original configuration.
     recommendation = report["recommendation"]
-    best = max(results, key=lambda r: r["psnr_vs_original"])
+    # PSNRs are compared at the tables' 0.1 dB, and the faster setting wins a tie (onnxruntime and OpenVINO fp32
+    # at the same N differ by float rounding only), so the choice is the fastest of the most accurate.
+    def accuracy(r):
+        return round(r["psnr_vs_original"] / PSNR_RESOLUTION_DB)
+
+    best = min((r for r in results if accuracy(r) == max(map(accuracy, results))), key=lambda r: r["seconds_per_frame"])
     assert recommendation["choice"]["label"] == best["label"]
     assert recommendation["front"][-1]["label"] == best["label"]
     assert "iplap run --bundle" in captured.out and best["label"] in captured.out
