@@ -99,6 +99,24 @@ def test_same_face_is_prepared_once(server, photo_avatar):
     assert all("sha256" not in a and "path" not in json.dumps(a) for a in listing["avatars"])
 
 
+def test_prepared_faces_outlive_a_restart(bundle_dir, tmp_path):
+    photo = {"face": ("astronaut.png", FACE_IMAGE.read_bytes())}
+    first = start_server(bundle_dir, tmp_path / "avatars")
+    try:
+        status, body = call(first, "POST", "/api/avatars", files=photo)
+        assert status == 201 and body["state"] == "ready", body
+    finally:
+        first.stop()
+    again = start_server(bundle_dir, tmp_path / "avatars")
+    try:
+        status, listing = call(again, "GET", "/api/avatars")
+        assert [(a["id"], a["state"]) for a in listing["avatars"]] == [(body["id"], "ready")]
+        status, known = call(again, "POST", "/api/avatars", files=photo)
+        assert status == 200 and known["id"] == body["id"]  # known already: not prepared again
+    finally:
+        again.stop()
+
+
 def test_video_face_reports_progress_and_can_be_deleted(server, tmp_path):
     from iplap.samples.clip import head_motion_frames, write_clip
 
