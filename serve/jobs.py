@@ -12,6 +12,7 @@ cancelled one stops after its current frame, leaving no file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -32,28 +33,41 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 
 class Slots:
     """The render slots: ``count`` renders (jobs, live sessions, preparations) at once, each on
-    a thread of its own. Hold ``semaphore`` (or a slot from ``try_acquire``) around ``call``."""
+    a thread of its own. Hold a slot (``hold()``, or ``try_acquire``/``release``) around ``call``."""
 
     def __init__(self, count: int):
         self.count = count
-        self.semaphore = asyncio.Semaphore(count)
+        self.free = count  # slots nobody holds now
+        self._semaphore = asyncio.Semaphore(count)
         self.executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="iplap-render")
         self.busy = 0
 
+    @contextlib.asynccontextmanager
+    async def hold(self):
+        """Wait for a slot and hold it for the block."""
+        await self._semaphore.acquire()
+        self.free -= 1
+        try:
+            yield
+        finally:
+            self.release()
+
     async def run(self, fn, *args):
         """Wait for a slot, then run ``fn(*args)`` on a render thread."""
-        async with self.semaphore:
+        async with self.hold():
             return await self.call(fn, *args)
 
     async def try_acquire(self) -> bool:
         """Take a slot now if one is free, without waiting (live sessions do not queue)."""
-        if self.semaphore.locked():
+        if self._semaphore.locked():
             return False
-        await self.semaphore.acquire()  # not locked: this returns at once
+        await self._semaphore.acquire()  # not locked: this returns at once
+        self.free -= 1
         return True
 
     def release(self) -> None:
-        self.semaphore.release()
+        self.free += 1
+        self._semaphore.release()
 
     async def call(self, fn, *args):
         """Run ``fn(*args)`` on a render thread; the caller holds a slot."""
@@ -108,7 +122,10 @@ class JobQueue:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for job in self.jobs.values() if job.state == "queued")
+        """Queued jobs that will find no free slot: a job submitted while a slot is free is
+        queued only until its task starts, and does not count against ``max_queue``."""
+        queued = sum(1 for job in self.jobs.values() if job.state == "queued")
+        return max(0, queued - self.slots.free)
 
     @property
     def running(self) -> int:
@@ -146,7 +163,7 @@ class JobQueue:
         return job
 
     async def _run(self, job: Job) -> None:
-        async with self.slots.semaphore:
+        async with self.slots.hold():
             if job.cancel_requested:
                 return
             job.state, job.started = "running", time.time()

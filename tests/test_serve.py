@@ -211,6 +211,46 @@ def test_job_with_other_refs_and_cancel(server, photo_avatar):
     assert not list(server.avatar_dir.rglob(f"{job['id']}.mp4"))
 
 
+def test_jobs_submitted_at_once_fill_the_free_slots_before_the_queue(tmp_path):
+    """Jobs submitted in one burst (before any of their tasks has started) take the free slots
+    first: --max-sessions 2 --max-queue 3 accepts 5 of 8, not 3 (counted as waiting, they
+    were refused while both slots stood free)."""
+    from iplap.serve.errors import ApiError
+    from iplap.serve.jobs import JobQueue, Slots
+
+    class Store:
+        def ready(self, avatar):
+            return avatar
+
+        def load(self, avatar, refs):
+            return avatar
+
+    class Pipeline:
+        def render(self, avatar, audio, out, on_frame):
+            time.sleep(0.01)
+            on_frame(1, 1)
+
+    async def burst():
+        queue = JobQueue(Pipeline(), Store(), Slots(2), tmp_path / "jobs", max_queue=3, keep=100)
+        accepted, refused = [], []
+        for k in range(8):
+            speech = tmp_path / f"speech{k}.wav"
+            speech.write_bytes(b"checked speech")
+            try:
+                accepted.append(queue.submit("face", speech, ".wav", 2))
+            except ApiError as exc:
+                refused.append(exc.status)
+        assert queue.waiting == 3
+        while any(job.state in ("queued", "running") for job in accepted):
+            await asyncio.sleep(0.01)
+        return accepted, refused, queue
+
+    accepted, refused, queue = asyncio.run(burst())
+    assert len(accepted) == 5 and refused == [429] * 3
+    assert [job.state for job in accepted] == ["done"] * 5
+    assert queue.waiting == 0 and queue.slots.free == 2
+
+
 # -- the live WebSocket -------------------------------------------------------------------------------------
 
 async def _live(server, avatar: str, start: dict | str | bytes, chunks: list[bytes], end: bool = True,
