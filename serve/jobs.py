@@ -37,10 +37,10 @@ class Slots:
 
     def __init__(self, count: int):
         self.count = count
-        self.free = count  # slots nobody holds now
+        self.free = count  # slots nobody holds (a held slot may be idle: a live session waiting on its client)
         self._semaphore = asyncio.Semaphore(count)
         self.executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="iplap-render")
-        self.busy = 0
+        self.busy = 0  # renders on the executor now
 
     @contextlib.asynccontextmanager
     async def hold(self):
