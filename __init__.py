@@ -15,6 +15,10 @@ What a program needs is here::
 * :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
 * :func:`load_speech` and :class:`Speech`: speech decoded once (any format), to check it
   before rendering and to pass to ``Pipeline.render``.
+* Limits and names that front ends check as the pipeline does: :data:`DEFAULT_REFS`,
+  :data:`MIN_REFS`/:data:`MAX_REFS`, :data:`MIN_SAMPLE_RATE`/:data:`MAX_SAMPLE_RATE`,
+  :data:`BACKENDS`, :data:`FPS`, :data:`MIN_GATE_PSNR_DB` (defined once, in
+  :mod:`iplap.runtime.constants`).
 * Errors: every problem a user can cause is an :class:`IplapError` (one line; subclasses
   :class:`MediaError`, :class:`NoFaceError`, :class:`BundleError`, :class:`AvatarError`,
   :class:`CheckpointError`, :class:`BackendError`).
@@ -27,7 +31,7 @@ The runtime's modules live in :mod:`iplap.runtime`; the export toolchain (torch)
 first use, so ``import iplap`` (and ``iplap --help``) stays fast.
 """
 
-from .errors import (AvatarError, BackendError, BundleError, CheckpointError, IplapError, MediaError,
+from .errors import (AvatarError, BackendError, BundleError, CheckpointError, Failure, Fault, IplapError, MediaError,
                      NoFaceError)
 
 __version__ = "0.1.0"
@@ -43,10 +47,20 @@ _LAZY = {
     "Bundle": "iplap.runtime.bundle",
     "Speech": "iplap.runtime.audio",
     "load_speech": "iplap.runtime.audio",
+    # the limits and names every front end checks the same way (runtime/constants.py)
+    "FPS": "iplap.runtime.constants",
+    "DEFAULT_REFS": "iplap.runtime.constants",
+    "MIN_REFS": "iplap.runtime.constants",
+    "MAX_REFS": "iplap.runtime.constants",
+    "MIN_SAMPLE_RATE": "iplap.runtime.constants",
+    "MAX_SAMPLE_RATE": "iplap.runtime.constants",
+    "BACKENDS": "iplap.runtime.constants",
+    "MIN_GATE_PSNR_DB": "iplap.runtime.constants",
 }
 
-__all__ = ["Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
-           "Frame", "IplapError", "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport",
+__all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
+           "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
+           "Failure", "Fault", "Frame", "IplapError", "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport",
            "Speech", "StreamSession", "__version__", "load_speech"]
 
 

@@ -21,10 +21,10 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import BackendError, first_line
+from .constants import BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,14 @@ N_LANDMARK_REFS = 15
 DEFAULT_REFS = 25
 #: Side of the square face crops, sketches and rendered faces, in pixels.
 IMAGE_SIZE = 128
+
+# -- limits and names that every front end checks the same way ------------------------------------
+#: The numbers of reference images N a pipeline accepts (inclusive).
+MIN_REFS, MAX_REFS = 1, 100
+#: The sample rates (Hz, inclusive) that speech may have, in any format or stream.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
+#: The inference backends.
+BACKENDS = ("onnxruntime", "openvino")
+#: The calibration gate's default: a quantized bundle is kept only if its faces' mean PSNR
+#: against the exact (fp32) bundle reaches this many dB.
+MIN_GATE_PSNR_DB = 35.0
