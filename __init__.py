@@ -31,8 +31,8 @@ The runtime's modules live in :mod:`iplap.runtime`; the export toolchain (torch)
 first use, so ``import iplap`` (and ``iplap --help``) stays fast.
 """
 
-from .errors import (AvatarError, BackendError, BundleError, CheckpointError, Failure, Fault, IplapError, MediaError,
-                     NoFaceError)
+from .errors import (AvatarError, BackendError, BundleError, CheckpointError, Failure, Fault, IplapError, LimitError,
+                     MediaError, NoFaceError)
 
 __version__ = "0.1.0"
 
@@ -60,7 +60,8 @@ _LAZY = {
 
 __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
            "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
-           "Failure", "Fault", "Frame", "IplapError", "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport",
+           "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError", "Pipeline",
+           "PipelineConfig", "RenderReport",
            "Speech", "StreamSession", "__version__", "load_speech"]
 
 

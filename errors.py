@@ -52,6 +52,10 @@ class MediaError(IplapError):
     """An audio, image or video input cannot be used."""
 
 
+class LimitError(MediaError):
+    """An input is larger or longer than a limit the caller set (a service's caps)."""
+
+
 class NoFaceError(IplapError):
     """No face was found where one is needed."""
 

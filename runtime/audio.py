@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MediaError, first_line
+from ..errors import LimitError, MediaError, first_line
 from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
 from .resample import resample_like_librosa
 
@@ -97,21 +97,31 @@ class Speech:
         check_speech(self.for_model(), self.name)
 
 
-def load_speech(path: str | Path) -> Speech:
-    """Decode ``path`` once, at its own rate; raises :class:`MediaError` naming the file."""
+def load_speech(path: str | Path, max_seconds: float | None = None, name: str | None = None) -> Speech:
+    """Decode ``path`` once, at its own rate; raises :class:`MediaError` naming the file.
+
+    ``max_seconds``: refuse longer speech (:class:`LimitError`); decoding stops just past the
+    limit, so memory stays bounded whatever the file claims. ``name``: how messages name the
+    file (a service names the client's file, not its own temporary path).
+    """
     path = Path(path)
+    shown = name or str(path)
     if path.is_dir():
-        raise MediaError(f"audio path is a folder: {path}")
+        raise MediaError(f"audio path is a folder: {shown}")
     if not path.is_file():
-        raise MediaError(f"audio file not found: {path}")
+        raise MediaError(f"audio file not found: {shown}")
     if path.stat().st_size == 0:
-        raise MediaError(f"audio file is empty: {path}")
-    speech = _decode_soundfile(path) or _decode_pyav(path)
+        raise MediaError(f"audio file is empty: {shown}")
+    speech = _decode_soundfile(path, max_seconds, shown) or _decode_pyav(path, max_seconds, shown)
     if speech.samples.shape[0] == 0:
-        raise MediaError(f"no audio samples in {path}")
+        raise MediaError(f"no audio samples in {shown}")
     if not np.isfinite(speech.samples).all():
-        raise MediaError(f"{path}: the audio holds NaN or infinite samples")
+        raise MediaError(f"{shown}: the audio holds NaN or infinite samples")
     return speech
+
+
+def _too_long(shown: str, max_seconds: float) -> LimitError:
+    return LimitError(f"{shown} is longer than {max_seconds:g} s, the limit for speech")
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -122,44 +132,51 @@ def load_audio(path: str | Path) -> np.ndarray:
 _SOUNDFILE_LAYOUTS = {1: "mono", 2: "stereo"}
 
 
-def _decode_soundfile(path: Path) -> Speech | None:
+def _decode_soundfile(path: Path, max_seconds: float | None, shown: str) -> Speech | None:
     import soundfile
 
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as f:
+            if f.channels not in _SOUNDFILE_LAYOUTS:
+                return None  # PyAV knows the layout of multichannel files
+            limit = -1 if max_seconds is None else int(max_seconds * f.samplerate) + 1
+            samples = f.read(frames=limit, dtype="float32", always_2d=True)
+            rate, channels = f.samplerate, f.channels
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None  # not a format libsndfile reads; PyAV gets its turn
-    channels = samples.shape[1]
-    if channels not in _SOUNDFILE_LAYOUTS:
-        return None  # PyAV knows the layout of multichannel files
-    return Speech(samples, int(rate), _SOUNDFILE_LAYOUTS[channels], path.name)
+    if max_seconds is not None and samples.shape[0] > max_seconds * rate:
+        raise _too_long(shown, max_seconds)
+    return Speech(samples, int(rate), _SOUNDFILE_LAYOUTS[channels], Path(shown).name)
 
 
-def _decode_pyav(path: Path) -> Speech:
+def _decode_pyav(path: Path, max_seconds: float | None, shown: str) -> Speech:
     import av
 
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise MediaError(f"{path} has no audio track")
+                raise MediaError(f"{shown} has no audio track")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate or stream.rate
             layout = stream.codec_context.layout
             # Convert to packed float at the stream's own rate and layout; mixing is ours.
             converter = av.AudioResampler(format="flt", layout=layout, rate=rate)
-            chunks = []
+            chunks, decoded = [], 0
             for frame in container.decode(stream):
                 for out in converter.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1, out.layout.nb_channels))
+                    decoded += chunks[-1].shape[0]
+                if max_seconds is not None and rate and decoded > max_seconds * rate:
+                    raise _too_long(shown, max_seconds)
             for out in converter.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1, out.layout.nb_channels))
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
-        raise MediaError(f"cannot decode audio from {path}: {first_line(exc)}") from None
+        raise MediaError(f"cannot decode audio from {shown}: {first_line(exc)}") from None
     if not chunks or not rate:
-        raise MediaError(f"no audio samples in {path}")
-    return Speech(np.concatenate(chunks, axis=0), int(rate), layout.name, path.name)
+        raise MediaError(f"no audio samples in {shown}")
+    return Speech(np.concatenate(chunks, axis=0), int(rate), layout.name, Path(shown).name)
 
 
 # -- mel spectrogram ------------------------------------------------------------------------

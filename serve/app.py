@@ -10,28 +10,34 @@ speech and videos are known by ids the server made.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
+import fcntl
 import logging
+import os
 import shutil
+import signal
 import socket
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
 
-from .. import BackendConfig, IplapError, Pipeline, PipelineConfig, __version__, load_speech
+from .. import MAX_REFS, MIN_REFS, BackendConfig, IplapError, Pipeline, PipelineConfig, __version__
 from .config import ServeConfig
-from .errors import ApiError, from_iplap
-from .jobs import JobQueue, Slots
-from .live import serve_live
+from .errors import ApiError, errors_middleware, json_response
+from .guard import Guard
+from .jobs import JobQueue
+from .live import LiveLimits, serve_live
+from .media_checks import FaceLimits, check_face, check_speech
+from .slots import Slots
 from .store import AvatarStore
 from .uploads import read_form
 
 log = logging.getLogger(__name__)
 
 STATIC = resources.files(__package__) / "static"
+#: The service's work folder inside --avatar-dir (uploads, jobs); one per running server.
+WORK_PREFIX = ".iplap-serve-"
+LOCK = ".lock"
 
 #: method, path, what it does: the README's table is made from this.
 API = (
@@ -52,176 +58,127 @@ API = (
     ("WS", "/api/live?avatar={id}", "live session: PCM in, JPEG frames + their audio out (see below)"),
 )
 
-CONFIG, PIPELINE, STORE, JOBS, SLOTS, UPLOADS, BACKGROUND = (
-    web.AppKey(name, object) for name in ("config", "pipeline", "store", "jobs", "slots", "uploads", "background"))
+CONFIG, PIPELINE, STORE, JOBS, SLOTS, UPLOADS, BACKGROUND, LIVE = (
+    web.AppKey(name, object) for name in ("config", "pipeline", "store", "jobs", "slots", "uploads", "background",
+                                          "live"))
 
 
-def _json(data, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, separators=(",", ":")))
-
-
-def error_response(status: int, message: str) -> web.Response:
-    return _json({"error": " ".join(str(message).split())}, status)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler):
+async def _form(request: web.Request, file_fields: tuple[str, ...], text_fields: tuple[str, ...] = ()):
+    """The request's multipart form, within the upload limits (size, idle and total time)."""
+    config = request.app[CONFIG]
     try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.message)
-    except IplapError as exc:
-        return error_response(422, from_iplap(exc).message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        reason = {404: "not found", 405: "method not allowed", 413: "the request is too large"}.get(exc.status,
-                                                                                                   exc.reason)
-        return error_response(exc.status, f"{reason}: {request.method} {request.path}" if exc.status in (404, 405)
-                              else reason)
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:  # noqa: BLE001 - a bug: logged in full, answered in one line
-        log.exception("error in %s %s", request.method, request.path)
-        return error_response(500, "internal error (see the server's log)")
+        return await asyncio.wait_for(read_form(request, request.app[UPLOADS], file_fields, text_fields,
+                                                config.max_upload_bytes, config.idle_timeout_s),
+                                      config.upload_timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the upload took longer than {config.upload_timeout_s:g} s") from None
 
 
-def auth_middleware(token: str | None):
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if token is None or not request.path.startswith("/api/") or request.method == "OPTIONS":
-            return await handler(request)
-        given = ""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            given = header[len("Bearer "):].strip()
-        elif request.path == "/api/live":
-            given = request.query.get("token", "")
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            return error_response(401, "a valid token is needed: Authorization: Bearer TOKEN")
-        return await handler(request)
-    return check
+async def _in_thread(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 # -- avatars --------------------------------------------------------------------------------------
 
 async def post_avatar(request: web.Request) -> web.Response:
     config, store, slots = request.app[CONFIG], request.app[STORE], request.app[SLOTS]
-    form = await read_form(request, request.app[UPLOADS], ("face",), (), config.max_upload_bytes)
-    upload = form.files.get("face")
-    if upload is None:
-        raise ApiError(400, "no file in the multipart field 'face'")
-    await asyncio.get_running_loop().run_in_executor(None, _check_face_media, upload.path)
-    record, new = store.add(upload.path, upload.sha256, upload.size, upload.filename, upload.suffix)
+    form = await _form(request, ("face",))
+    try:
+        upload = form.files.get("face")
+        if upload is None:
+            raise ApiError(400, "no file in the multipart field 'face'")
+        photo = await _in_thread(check_face, upload.path, upload.filename,
+                                 FaceLimits(config.max_face_frames, config.max_face_pixels))
+        slots.check_room()  # then, with no await between, add and admit
+        record, new = store.add(upload.path, upload.sha256, upload.size, upload.filename, upload.suffix, photo)
+    finally:
+        form.discard()
     if not new:
-        return _json(record.public(), 200)
-    if record.kind == "image":  # quick: answer with the outcome
-        await slots.run(store.prepare, record.id)
-        if record.state == "failed":
+        return json_response(record.public(), 200)
+    slots.admit()
+    if photo:  # quick: answer with the outcome
+        try:
+            await slots.run(store.prepare, record.id, admitted=True)
+        except ApiError:
             store.delete(record.id)
-            raise ApiError(422, f"{upload.filename}: {record.error}")
-        return _json(record.public(), 201)
-    task = asyncio.get_running_loop().create_task(slots.run(store.prepare, record.id))
+            raise
+        return json_response(record.public(), 201)
+    task = asyncio.get_running_loop().create_task(_prepare_in_background(slots, store, record.id))
     request.app[BACKGROUND].add(task)
     task.add_done_callback(request.app[BACKGROUND].discard)
-    return _json(record.public(), 202)
+    return json_response(record.public(), 202)
 
 
-def _check_face_media(path: Path) -> None:
-    """A photo OpenCV reads, or a file with a video stream PyAV opens: anything else is refused now."""
-    import av
-    import cv2
-
-    if cv2.haveImageReader(str(path)):
-        return
+async def _prepare_in_background(slots: Slots, store: AvatarStore, avatar_id: str) -> None:
     try:
-        with av.open(str(path)) as container:
-            if container.streams.video:
-                return
-    except (av.FFmpegError, OSError, ValueError):
-        pass
-    path.unlink(missing_ok=True)
-    raise ApiError(422, "the face must be a photo or a video (this file is neither)")
+        await slots.run(store.prepare, avatar_id, admitted=True)
+    except ApiError:
+        pass  # the record says how it went
 
 
 async def list_avatars(request: web.Request) -> web.Response:
-    return _json({"avatars": [r.public() for r in request.app[STORE].list()]})
+    return json_response({"avatars": [r.public() for r in request.app[STORE].list()]})
 
 
 async def get_avatar(request: web.Request) -> web.Response:
-    return _json(request.app[STORE].get(request.match_info["id"]).public())
+    return json_response(request.app[STORE].get(request.match_info["id"]).public())
 
 
 async def delete_avatar(request: web.Request) -> web.Response:
     request.app[STORE].delete(request.match_info["id"])
-    return _json({"deleted": request.match_info["id"]})
+    return json_response({"deleted": request.match_info["id"]})
 
 
 # -- jobs ---------------------------------------------------------------------------------------------
 
 async def post_job(request: web.Request) -> web.Response:
     config, jobs = request.app[CONFIG], request.app[JOBS]
-    form = await read_form(request, request.app[UPLOADS], ("audio",), ("avatar", "refs"), config.max_upload_bytes)
+    form = await _form(request, ("audio",), ("avatar", "refs"))
     try:
         avatar = form.fields.get("avatar")
         if not avatar:
             raise ApiError(400, "no avatar id in the field 'avatar'")
-        request.app[STORE].ready(avatar)
-        refs = _refs(form.fields.get("refs"), config.refs)
+        refs = parse_refs(form.fields.get("refs"), config.refs)
         upload = form.files.get("audio")
         if upload is None:
             raise ApiError(400, "no file in the multipart field 'audio'")
-        if jobs.waiting >= jobs.max_queue:  # before decoding: a full queue answers at once
-            raise ApiError(429, f"the queue is full ({jobs.max_queue} jobs waiting); try again later")
-        await asyncio.get_running_loop().run_in_executor(None, _check_speech, upload.path, upload.filename)
+        jobs.check_room(avatar)  # before decoding: a full queue answers at once
+        await _in_thread(check_speech, upload.path, upload.filename, config.max_speech_seconds)
         job = jobs.submit(avatar, upload.path, upload.suffix, refs)
     finally:
         form.discard()
-    return _json(job.public(), 202)
+    return json_response(job.public(), 202)
 
 
-def _check_speech(path: Path, name: str) -> None:
-    """Decode and check the uploaded speech now, so that a bad file is refused at once."""
-    try:
-        load_speech(path).check()
-    except IplapError as exc:
-        # The message names our temporary file; the client knows its file by its own name.
-        raise ApiError(422, exc.message.replace(str(path), name).replace(path.name, name)) from None
-
-
-def _refs(value: str | None, default: int) -> int:
+def parse_refs(value: str | None, default: int) -> int:
     if value in (None, ""):
         return default
     try:
         refs = int(value)
     except ValueError:
-        raise ApiError(400, f"refs must be a whole number, got {value!r}") from None
-    if not 1 <= refs <= 100:
-        raise ApiError(400, f"refs must be between 1 and 100, got {refs}")
+        raise ApiError(400, f"refs must be a whole number, got {value[:20]!r}") from None
+    if not MIN_REFS <= refs <= MAX_REFS:
+        raise ApiError(400, f"refs must be between {MIN_REFS} and {MAX_REFS}, got {refs}")
     return refs
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    return _json({"jobs": [job.public() for job in request.app[JOBS].jobs.values()]})
+    return json_response({"jobs": [job.public() for job in request.app[JOBS].list()]})
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return _json(request.app[JOBS].get(request.match_info["id"]).public())
+    return json_response(request.app[JOBS].get(request.match_info["id"]).public())
 
 
 async def delete_job(request: web.Request) -> web.Response:
-    jobs = request.app[JOBS]
-    job = jobs.get(request.match_info["id"])
-    jobs.delete(job.id)
-    return _json(job.public())
+    return json_response(request.app[JOBS].delete(request.match_info["id"]).public())
 
 
 async def job_video(request: web.Request) -> web.StreamResponse:
-    job = request.app[JOBS].get(request.match_info["id"])
-    if job.state != "done" or job.path is None or not job.path.is_file():
-        raise ApiError(409, f"job {job.id} is {job.state}: no video" + (f" ({job.error})" if job.error else ""))
-    return web.FileResponse(job.path, headers={"Content-Type": "video/mp4",
-                                               "Content-Disposition": f'attachment; filename="iplap-{job.id}.mp4"'})
+    job_id = request.match_info["id"]
+    path = request.app[JOBS].video(job_id)
+    return web.FileResponse(path, headers={"Content-Type": "video/mp4",
+                                           "Content-Disposition": f'attachment; filename="iplap-{job_id}.mp4"'})
 
 
 # -- live ------------------------------------------------------------------------------------------------
@@ -232,22 +189,21 @@ async def live(request: web.Request) -> web.StreamResponse:
     if not avatar_id:
         raise ApiError(400, "say which face: /api/live?avatar=ID")
     store.ready(avatar_id)
-    refs = _refs(request.query.get("refs"), config.refs)
+    refs = parse_refs(request.query.get("refs"), config.refs)
     return await serve_live(request, request.app[PIPELINE], lambda: store.load(avatar_id, refs), request.app[SLOTS],
-                            config)
+                            LiveLimits.of(config), request.app[LIVE])
 
 
 # -- health and the page -------------------------------------------------------------------------------
 
 async def health(request: web.Request) -> web.Response:
     config, pipeline, jobs, slots = request.app[CONFIG], request.app[PIPELINE], request.app[JOBS], request.app[SLOTS]
-    return _json({"status": "ok", "version": __version__, "bundle": {"id": pipeline.bundle.bundle_id[:16],
-                                                                     "precision": pipeline.bundle.precision},
-                  "backend": config.backend, "refs": config.refs, "token": config.token is not None,
-                  "slots": {"total": slots.count, "busy": slots.busy}, "jobs": {"queued": jobs.waiting,
-                                                                                "running": jobs.running,
-                                                                                "max_queue": jobs.max_queue},
-                  "max_upload_mb": config.max_upload_mb})
+    return json_response({"status": "ok", "version": __version__,
+                          "bundle": {"id": pipeline.bundle.bundle_id[:16], "precision": pipeline.bundle.precision},
+                          "backend": config.backend, "refs": config.refs, "token": config.token is not None,
+                          "slots": slots.public(), "live_sessions": len(request.app[LIVE]),
+                          "jobs": {"queued": jobs.waiting, "running": jobs.running, "max_queue": jobs.max_queue},
+                          "max_upload_mb": config.max_upload_mb})
 
 
 async def page(request: web.Request) -> web.Response:
@@ -265,35 +221,74 @@ async def static_file(request: web.Request) -> web.Response:
 
 # -- the application -----------------------------------------------------------------------------------
 
+def _work_folder(parent: Path) -> tuple[Path, int]:
+    """A work folder of this server's, locked for as long as it runs; the folders of servers
+    that died (their lock is free) are removed first. (folder, lock file descriptor)."""
+    for old in parent.glob(WORK_PREFIX + "*"):
+        try:
+            fd = os.open(old / LOCK, os.O_RDWR)
+        except OSError:
+            fd = None  # a folder without a lock (an older version, or half made): stale
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running server's
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("removed the work folder of a server that stopped: %s", old.name)
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent))
+    fd = os.open(work / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return work, fd
+
+
 def create_app(config: ServeConfig, pipeline: Pipeline | None = None) -> web.Application:
     """The aiohttp application for ``config`` (the pipeline is made from the bundle unless given)."""
     if pipeline is None:
         backend = BackendConfig(config.backend, device=config.device, threads=config.render_threads)
         pipeline = Pipeline(config.bundle, PipelineConfig(backend=backend, refs=config.refs))
     # Other bodies than uploads are small JSON; uploads are streamed, with their own limit.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware(config.token)], client_max_size=2**20)
+    app = web.Application(middlewares=[errors_middleware, Guard(config).middleware], client_max_size=2**20)
     folder = config.avatar_folder
     folder.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".iplap-serve-", dir=folder))
+    work, lock = _work_folder(folder)
     app[CONFIG], app[PIPELINE] = config, pipeline
     app[UPLOADS] = work / "uploads"
     app[UPLOADS].mkdir()
-    app[STORE] = AvatarStore(folder, pipeline)
-    app[BACKGROUND] = set()
+    app[STORE] = AvatarStore(folder, pipeline, config.avatar_dir_bytes)
+    app[BACKGROUND], app[LIVE] = set(), set()
 
     async def start(app):
-        app[SLOTS] = Slots(config.max_sessions)
-        app[JOBS] = JobQueue(pipeline, app[STORE], app[SLOTS], work / "jobs", config.max_queue, config.keep_jobs)
+        app[SLOTS] = Slots(config.max_sessions, config.max_queue)
+        app[JOBS] = JobQueue(pipeline, app[STORE], app[SLOTS], work / "jobs", config.keep_jobs)
 
-    async def stop(app):
+    async def shutdown(app):
+        """Stop every render at its next frame: preparations, jobs, live sessions."""
+        app[STORE].closing = True
         await app[JOBS].close()
+        for session in list(app[LIVE]):
+            session.abort("the service is shutting down")
         for task in list(app[BACKGROUND]):
             task.cancel()
+
+    async def stop(app):
         app[SLOTS].shutdown()
         shutil.rmtree(work, ignore_errors=True)
+        os.close(lock)
 
     app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
     app.on_cleanup.append(stop)
+    _routes(app)
+    return app
+
+
+def _routes(app: web.Application) -> None:
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", static_file)
     app.router.add_get("/api/health", health)
@@ -307,31 +302,40 @@ def create_app(config: ServeConfig, pipeline: Pipeline | None = None) -> web.App
     app.router.add_delete("/api/jobs/{id}", delete_job)
     app.router.add_get("/api/jobs/{id}/video", job_video)
     app.router.add_get("/api/live", live)
-    return app
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host`` (an IPv6 address such as ``::1`` too)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError as exc:
+        raise IplapError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def run_server(config: ServeConfig, announce=print) -> None:
-    """Serve until interrupted; ``announce`` gets the URL once the port is open."""
+    """Serve until interrupted (Ctrl-C or SIGTERM); ``announce`` gets the URL once the port is open."""
     app = create_app(config)
 
     async def main():
-        runner = web.AppRunner(app, access_log=None)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopped.set)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         try:  # our own socket: with port 0 the system picks one, and we can say which
-            sock = socket.create_server((config.host, config.port), reuse_port=False)
-        except OSError as exc:
+            sock = listen(config.host, config.port)
+        except IplapError:
             await runner.cleanup()
-            raise IplapError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+            raise
         await web.SockSite(runner, sock).start()
         port = sock.getsockname()[1]
         host = f"[{config.host}]" if ":" in config.host else config.host
         announce(f"iplap serve: http://{host}:{port}/")
         try:
-            await asyncio.Event().wait()
+            await stopped.wait()
         finally:
             await runner.cleanup()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())

@@ -1,15 +1,21 @@
-"""The service's settings: one dataclass, checked when it is made."""
+"""The service's settings: one dataclass, checked when it is made.
+
+Each field carries its own help (``metadata["help"]``): ``iplap serve``'s flags are made
+from the fields (:mod:`.cli`), so a default or its explanation is written once, here.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
 from ..errors import IplapError
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def default_avatar_dir() -> Path:
@@ -26,48 +32,49 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to any address
 
 
+def _setting(default, help: str, **flag):
+    """A field with its help (and argparse extras such as ``metavar`` or ``choices``)."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class ServeConfig:
-    """How ``iplap serve`` runs.
+    """How ``iplap serve`` runs. Each field's ``metadata["help"]`` says what it does."""
 
-    Attributes:
-        bundle: the model bundle folder.
-        host, port: where to listen (port 0: any free port). Only loopback addresses are
-            allowed without a ``token``.
-        token: when set, every API request carries ``Authorization: Bearer TOKEN`` (the
-            WebSocket may pass it as the ``token`` query parameter instead).
-        max_sessions: renders (jobs, live sessions, face preparations) that run at once.
-        max_queue: jobs that may wait for a render slot; one more is answered with 429.
-        avatar_dir: where prepared faces are kept, by content hash (they survive restarts).
-        max_upload_mb: the largest upload (a face or a speech file) accepted, MB.
-        refs: the default number of reference images N (a job may ask for another).
-        backend, device, threads: inference (threads per render; 0: the cores shared out
-            between the render slots).
-        max_live_seconds: the most speech one live session may send.
-        live_pending_frames: frames a live session holds for a client that reads slowly;
-            beyond that the oldest frames' pictures are dropped (their audio is kept).
-        jpeg_quality: quality of the live frames.
-        keep_jobs: finished jobs kept (with their videos) before the oldest are removed.
-    """
-
-    bundle: Path
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    max_sessions: int = 2
-    max_queue: int = 16
-    avatar_dir: Path | None = None
-    max_upload_mb: float = 200.0
-    refs: int = 25
-    backend: str = "onnxruntime"
-    device: str = "CPU"
-    threads: int = 0
-    max_live_seconds: float = 600.0
-    live_pending_frames: int = 8
-    jpeg_quality: int = 85
-    keep_jobs: int = 200
+    bundle: Path = field(metadata={"help": "model bundle folder (from iplap export)", "required": True})
+    host: str = _setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only; any other address "
+                                      "needs --token)")
+    port: int = _setting(8765, "port (0: any free port)")
+    token: str | None = _setting(None, "require 'Authorization: Bearer TOKEN' on every API request (the WebSocket "
+                                       "may pass ?token=TOKEN); needed when --host is not a loopback address")
+    allow_origin: tuple[str, ...] = _setting((), "a web origin besides the service's own whose pages may call the "
+                                                 "API, e.g. http://localhost:3000 (repeat for more)",
+                                             action="append", metavar="ORIGIN")
+    max_sessions: int = _setting(2, "renders (jobs, live sessions, face preparations) at once", metavar="K")
+    max_queue: int = _setting(16, "jobs and face preparations that may wait for a render slot; one more gets 429")
+    avatar_dir: Path | None = _setting(None, "where prepared faces are kept (default ~/.cache/iplap/avatars)")
+    avatar_dir_mb: float = _setting(4096.0, "the most the prepared faces may take on disk, MB; beyond it the least "
+                                            "recently used faces are removed (0: no limit)")
+    max_upload_mb: float = _setting(200.0, "largest upload (a face or a speech file), MB")
+    max_speech_seconds: float = _setting(600.0, "longest speech a job may have, s (decoding stops beyond it)")
+    max_face_frames: int = _setting(9000, "most frames a face video may have (at its own frame rate)")
+    max_face_pixels: int = _setting(3840 * 2160, "most pixels (width x height) a face photo or video may have")
+    refs: int = _setting(DEFAULT_REFS, "default number of reference images N (a job may ask for another)")
+    backend: str = _setting(BACKENDS[0], "inference backend", choices=BACKENDS)
+    device: str = _setting("CPU", "OpenVINO device")
+    threads: int = _setting(0, "inference threads per render (0: the cores shared out between the render slots)")
+    max_live_seconds: float = _setting(600.0, "most speech one live session may send, s")
+    live_timeout_s: float = _setting(3600.0, "longest wall-clock time of one live session, s")
+    idle_timeout_s: float = _setting(30.0, "longest wait for a live client's next message (the start message "
+                                           "too) or for the next bytes of an upload, s")
+    upload_timeout_s: float = _setting(600.0, "longest time one upload may take, s")
+    live_pending_frames: int = _setting(8, "frames a live session holds for a client that reads slowly; older "
+                                           "pictures are then dropped, their audio kept", metavar="K")
+    jpeg_quality: int = _setting(85, "JPEG quality of the live frames (1-100)")
+    keep_jobs: int = _setting(200, "finished jobs kept (with their videos) before the oldest are removed")
 
     def __post_init__(self):
+        object.__setattr__(self, "allow_origin", tuple(self.allow_origin or ()))
         if not is_loopback(self.host) and not self.token:
             raise IplapError(f"serving on {self.host} (not this machine only) needs a token: anyone who can reach "
                              "it could use it", setting="token", suggestion="a secret")
@@ -76,13 +83,23 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise IplapError(f"port must be between 0 and 65535, got {self.port}")
         for name, low in (("max_sessions", 1), ("max_queue", 0), ("live_pending_frames", 1), ("keep_jobs", 1),
-                          ("refs", 1)):
+                          ("max_face_frames", 1), ("max_face_pixels", 1)):
             if getattr(self, name) < low:
                 raise IplapError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        if self.max_upload_mb <= 0 or self.max_live_seconds <= 0:
-            raise IplapError("max_upload_mb and max_live_seconds must be positive")
+        if not MIN_REFS <= self.refs <= MAX_REFS:
+            raise IplapError(f"refs must be between {MIN_REFS} and {MAX_REFS}, got {self.refs}")
+        for name in ("max_upload_mb", "max_live_seconds", "max_speech_seconds", "live_timeout_s", "idle_timeout_s",
+                     "upload_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise IplapError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.avatar_dir_mb < 0:
+            raise IplapError(f"avatar_dir_mb must not be negative, got {self.avatar_dir_mb}")
         if not 1 <= self.jpeg_quality <= 100:
             raise IplapError(f"jpeg_quality must be between 1 and 100, got {self.jpeg_quality}")
+        for origin in self.allow_origin:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise IplapError(f"an allowed origin is scheme://host[:port], e.g. http://localhost:3000; got "
+                                 f"{origin!r}")
 
     @property
     def avatar_folder(self) -> Path:
@@ -91,6 +108,15 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def avatar_dir_bytes(self) -> int | None:
+        return int(self.avatar_dir_mb * 2**20) if self.avatar_dir_mb else None
+
+    @property
+    def any_host(self) -> bool:
+        """Bound to every address (with a token): any Host name may reach it."""
+        return self.host in WILDCARD_HOSTS
 
     @property
     def render_threads(self) -> int:

@@ -3,86 +3,42 @@
 A job is a face (an avatar id) and speech (decoded and checked when it is submitted, so a
 bad file is refused at once; then kept as the uploaded file, not as samples, so that a full
 queue of long speech costs disk, not memory). Jobs wait for one of the service's render slots
-(:class:`Slots`, shared with live sessions and face preparations); at most
-``max_queue`` may wait, and one more is refused (429), so memory and disk stay bounded
-however many clients submit at once. A running job reports its frames and speed, and a
+(:class:`~.slots.Slots`, shared with live sessions and face preparations); at most
+``max_queue`` jobs and preparations may wait, and one more is refused (429), so memory and
+disk stay bounded however many clients submit at once. A running job reports its frames and speed, and a
 cancelled one stops after its current frame, leaving no file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import logging
 import secrets
 import shutil
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import IplapError, Pipeline
+from .. import Failure, Fault, Pipeline
 from .errors import ApiError
-from .store import AvatarStore
+from .slots import Slots
+from .store import AvatarStore, Cancelled
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
-class Slots:
-    """The render slots: ``count`` renders (jobs, live sessions, preparations) at once, each on
-    a thread of its own. Hold a slot (``hold()``, or ``try_acquire``/``release``) around ``call``."""
-
-    def __init__(self, count: int):
-        self.count = count
-        self.free = count  # slots nobody holds (a held slot may be idle: a live session waiting on its client)
-        self._semaphore = asyncio.Semaphore(count)
-        self.executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="iplap-render")
-        self.busy = 0  # renders on the executor now
-
-    @contextlib.asynccontextmanager
-    async def hold(self):
-        """Wait for a slot and hold it for the block."""
-        await self._semaphore.acquire()
-        self.free -= 1
-        try:
-            yield
-        finally:
-            self.release()
-
-    async def run(self, fn, *args):
-        """Wait for a slot, then run ``fn(*args)`` on a render thread."""
-        async with self.hold():
-            return await self.call(fn, *args)
-
-    async def try_acquire(self) -> bool:
-        """Take a slot now if one is free, without waiting (live sessions do not queue)."""
-        if self._semaphore.locked():
-            return False
-        await self._semaphore.acquire()  # not locked: this returns at once
-        self.free -= 1
-        return True
-
-    def release(self) -> None:
-        self.free += 1
-        self._semaphore.release()
-
-    async def call(self, fn, *args):
-        """Run ``fn(*args)`` on a render thread; the caller holds a slot."""
-        self.busy += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            self.busy -= 1
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-class Cancelled(Exception):
-    """Raised inside a render to stop it (the client cancelled the job)."""
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
 
 
 @dataclass
@@ -91,7 +47,7 @@ class Job:
     avatar: str
     refs: int
     audio: Path = field(repr=False)  # the uploaded speech, checked, in the jobs folder
-    state: str = "queued"
+    state: JobState = JobState.QUEUED
     frames_done: int = 0
     frames_total: int | None = None
     fps: float | None = None
@@ -103,7 +59,7 @@ class Job:
     path: Path | None = None
 
     def public(self) -> dict:
-        return {"id": self.id, "state": self.state, "frames_done": self.frames_done, "frames_total": self.frames_total,
+        return {"id": self.id, "state": self.state.value, "frames_done": self.frames_done, "frames_total": self.frames_total,
                 "fps": None if self.fps is None else round(self.fps, 3), "error": self.error, "avatar": self.avatar,
                 "refs": self.refs}
 
@@ -111,37 +67,46 @@ class Job:
 class JobQueue:
     """Jobs by id, their queue and their renders."""
 
-    def __init__(self, pipeline: Pipeline, store: AvatarStore, slots: Slots, folder: Path, max_queue: int,
-                 keep: int):
+    def __init__(self, pipeline: Pipeline, store: AvatarStore, slots: Slots, folder: Path, keep: int):
         self.pipeline, self.store, self.slots = pipeline, store, slots
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.max_queue, self.keep = max_queue, keep
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.keep = keep
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
 
     @property
     def waiting(self) -> int:
-        """Queued jobs that will find no free slot: a job submitted while a slot is free is
-        queued only until its task starts, and does not count against ``max_queue``."""
-        queued = sum(1 for job in self.jobs.values() if job.state == "queued")
-        return max(0, queued - self.slots.free)
+        """Jobs and face preparations that will find no free slot (see :class:`Slots`)."""
+        return self.slots.waiting
+
+    @property
+    def max_queue(self) -> int:
+        return self.slots.max_queue
 
     @property
     def running(self) -> int:
-        return sum(1 for job in self.jobs.values() if job.state == "running")
+        return sum(1 for job in self._jobs.values() if job.state is JobState.RUNNING)
+
+    def list(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def check_room(self, avatar: str) -> None:
+        """What ``submit`` checks first, for a caller to ask before it decodes the speech: the
+        face is ready, and the queue has room (429)."""
+        self.store.ready(avatar)
+        self.slots.check_room()
 
     def submit(self, avatar: str, audio: Path, suffix: str, refs: int) -> Job:
         """Queue a render of the checked speech file ``audio`` (taken over: moved into the jobs
-        folder); 429 when ``max_queue`` jobs already wait."""
+        folder); 429 when the queue is full."""
         self.store.ready(avatar)
-        if self.waiting >= self.max_queue:
-            raise ApiError(429, f"the queue is full ({self.max_queue} jobs waiting); try again later")
+        self.slots.admit()
         job_id = secrets.token_hex(8)
         kept = self.folder / f"{job_id}.speech{suffix}"
         shutil.move(str(audio), kept)
         job = Job(job_id, avatar, refs, kept)
-        self.jobs[job.id] = job
+        self._jobs[job.id] = job
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -149,37 +114,37 @@ class JobQueue:
         return job
 
     def get(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
+        job = self._jobs.get(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id!r}")
         return job
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
-        if job.state in ("queued", "running"):
+        if not job.state.finished:
             job.cancel_requested = True
-            if job.state == "queued":
-                self._finish(job, "cancelled")
+            if job.state is JobState.QUEUED:
+                self._finish(job, JobState.CANCELLED)
         return job
 
     async def _run(self, job: Job) -> None:
-        async with self.slots.hold():
+        async with self.slots.hold(admitted=True):
             if job.cancel_requested:
                 return
-            job.state, job.started = "running", time.time()
+            job.state, job.started = JobState.RUNNING, time.time()
             try:
                 await self.slots.call(self._render, job)
             except Cancelled:
-                self._finish(job, "cancelled")
+                self._finish(job, JobState.CANCELLED)
             except ApiError as exc:
-                self._finish(job, "failed", exc.message)
-            except IplapError as exc:
-                self._finish(job, "failed", exc.message)
+                self._finish(job, JobState.FAILED, exc.message)
             except Exception as exc:  # noqa: BLE001 - the job fails, the service goes on
-                log.exception("job %s failed", job.id)
-                self._finish(job, "failed", f"internal error ({type(exc).__name__})")
+                failure = Failure.of(exc, details=False)
+                if failure.fault is Fault.INTERNAL:
+                    log.exception("job %s failed", job.id)
+                self._finish(job, JobState.FAILED, failure.message)
             else:
-                self._finish(job, "done")
+                self._finish(job, JobState.DONE)
 
     def _render(self, job: Job) -> None:
         avatar = self.store.load(job.avatar, job.refs)
@@ -195,28 +160,37 @@ class JobQueue:
         self.pipeline.render(avatar, job.audio, out, on_frame=on_frame)
         job.path = out
 
-    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, state: JobState, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
         job.audio.unlink(missing_ok=True)  # the speech is not needed any more
-        log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        log.info("job %s %s%s", job.id, state.value, f": {error}" if error else "")
 
-    def delete(self, job_id: str) -> None:
+    def video(self, job_id: str) -> Path:
+        """The finished job's mp4 (409 while there is none)."""
+        job = self.get(job_id)
+        if job.state is not JobState.DONE or job.path is None or not job.path.is_file():
+            raise ApiError(409, f"job {job.id} is {job.state.value}: no video" + (f" ({job.error})" if job.error else ""))
+        return job.path
+
+    def delete(self, job_id: str) -> Job:
+        """Cancel a job; a finished one is removed with its video."""
         job = self.cancel(job_id)
-        if job.state in ("done", "failed", "cancelled"):
+        if job.state.finished:
             self._remove(job)
+        return job
 
     def _remove(self, job: Job) -> None:
-        self.jobs.pop(job.id, None)
+        self._jobs.pop(job.id, None)
         if job.path is not None:
             job.path.unlink(missing_ok=True)
 
     def _forget_old(self) -> None:
-        finished = [j for j in self.jobs.values() if j.state in ("done", "failed", "cancelled")]
+        finished = [j for j in self._jobs.values() if j.state.finished]
         for job in finished[:max(0, len(finished) - self.keep)]:
             self._remove(job)
 
     async def close(self) -> None:
-        for job in self.jobs.values():
+        for job in self._jobs.values():
             job.cancel_requested = True
         for task in list(self._tasks):
             task.cancel()

@@ -19,12 +19,17 @@ server -> client
       rendered from. An ``"audio"`` message (``jpeg`` 0) carries the speech after the last frame;
     * text ``{"type": "end", "frames", "dropped_frames", "first_frame_latency_s", "fps",
       "max_pending_frames"}``, then the server closes;
-    * text ``{"type": "error", "message": ...}`` on bad input, then the server closes.
+    * text ``{"type": "error", "message": ...}`` on bad input or a limit reached, then the
+      server closes.
 
-A client that reads more slowly than frames are rendered: at most ``live_pending_frames``
-messages wait to be sent; beyond that the oldest waiting frame's picture is dropped and its
-audio is carried by the next message, so the sound stays whole and memory stays bounded.
-The closing message counts the dropped pictures. Rendering itself never waits for the client.
+Limits (:class:`LiveLimits`, from the service's settings): the speech a session may send; the
+longest wait for the client's next message (the start message too); the session's whole
+wall-clock time; the audio waiting to be rendered (a client that sends faster than frames are
+rendered is slowed down, so memory stays flat however fast it sends); and the frames waiting
+for a client that reads slowly (:class:`~.outbox.Outbox`: older pictures are dropped, never
+sound). However a session ends (``end``, an error, a limit, the client going away, an
+oversized message, a missed heartbeat, the server shutting down), its render thread stops
+within a frame and its render slot is given back.
 """
 
 from __future__ import annotations
@@ -32,282 +37,253 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import socket
-import struct
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import Avatar, IplapError, Pipeline
+from .. import FPS, Avatar, Failure, Fault, IplapError, Pipeline
+from ..errors import first_line
 from .errors import ApiError
-from .jobs import Slots
+from .live_audio import Aborted, ClientAudio, Inbox
+from .outbox import Outbox
+from .protocol import LiveStats, Outgoing, StartMessage, error_message, message_type, ready_message
+from .slots import Slots
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
-START_TIMEOUT_S = 30.0
 SEND_BUFFER_BYTES = 64 * 1024
-_END, _ABORT = object(), object()
+#: The largest WebSocket message a client may send (aiohttp closes the session beyond it).
+MAX_MESSAGE_BYTES = 4 * 2**20
+#: Seconds between the server's pings; a client that does not answer one is gone.
+HEARTBEAT_S = 30.0
+#: Seconds of the client's audio that may wait for the render thread (then reading pauses).
+INBOX_SECONDS = 4.0
 
 
-@dataclass
-class StartMessage:
-    sample_rate: int
-    channels: int
-    format: str
+class ClientGone(Exception):
+    """The client closed the connection or stopped answering: nobody to tell."""
 
-    @property
-    def frame_bytes(self) -> int:
-        return FORMATS[self.format].itemsize * self.channels
+
+@dataclass(frozen=True)
+class LiveLimits:
+    """What one live session may take (see the module's docstring)."""
+
+    max_speech_seconds: float
+    idle_seconds: float
+    wall_seconds: float
+    pending_frames: int
+    jpeg_quality: int
+    inbox_seconds: float = INBOX_SECONDS
 
     @classmethod
-    def parse(cls, text: str) -> StartMessage:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ApiError(400, "the first message must be JSON: {\"type\": \"start\", \"sample_rate\", "
-                                "\"channels\", \"format\"}") from None
-        if not isinstance(data, dict) or data.get("type") != "start":
-            raise ApiError(400, "the first message must be {\"type\": \"start\", ...}")
-        rate, channels, fmt = data.get("sample_rate"), data.get("channels", 1), data.get("format", "f32le")
-        if not isinstance(rate, int) or isinstance(rate, bool) or not 8000 <= rate <= 192000:
-            raise ApiError(400, f"sample_rate must be a whole number from 8000 to 192000, got {rate!r}")
-        if channels not in (1, 2):
-            raise ApiError(400, f"channels must be 1 or 2 (interleaved), got {channels!r}")
-        if fmt not in FORMATS:
-            raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        return cls(rate, channels, fmt)
+    def of(cls, config) -> LiveLimits:
+        return cls(config.max_live_seconds, config.idle_timeout_s, config.live_timeout_s, config.live_pending_frames,
+                   config.jpeg_quality)
 
 
-@dataclass
-class Outgoing:
-    """A message waiting to be sent: a frame's picture (or none) and the audio from ``audio_time``."""
+class Deadline:
+    """The end of a session's wall-clock time."""
 
-    kind: str
-    index: int | None
-    time: float | None
-    jpeg: bytes
-    audio: bytes
-    audio_time: float
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
 
-    def encode(self) -> bytes:
-        header = json.dumps({"type": self.kind, "index": self.index, "time": self.time, "jpeg": len(self.jpeg),
-                             "audio": len(self.audio), "audio_time": round(self.audio_time, 6)}).encode()
-        return struct.pack(">I", len(header)) + header + self.jpeg + self.audio
+    def left(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def error(self) -> ApiError:
+        return ApiError(408, f"the live session reached its time limit of {self.seconds:g} s")
 
 
-@dataclass
-class LiveStats:
-    frames: int = 0
-    dropped_frames: int = 0
-    max_pending_frames: int = 0
-    first_audio: float | None = None
-    first_frame: float | None = None
-    last_frame: float | None = None
-
-    def summary(self) -> dict:
-        latency = None if self.first_frame is None or self.first_audio is None else self.first_frame - self.first_audio
-        span = None if self.first_frame is None or self.last_frame is None else self.last_frame - self.first_frame
-        fps = (self.frames - 1) / span if span and self.frames > 1 else None
-        return {"type": "end", "frames": self.frames, "dropped_frames": self.dropped_frames,
-                "first_frame_latency_s": None if latency is None else round(latency, 4),
-                "fps": None if fps is None else round(fps, 3), "max_pending_frames": self.max_pending_frames}
-
-
-@dataclass
 class LiveSession:
-    """One live render: the client's audio, the rendering thread, and what waits to be sent."""
+    """One live render: the client's audio in, the render thread, the frames out."""
 
-    pipeline: Pipeline
-    avatar: Avatar
-    start: StartMessage
-    max_pending: int
-    jpeg_quality: int
-    max_seconds: float
-    loop: asyncio.AbstractEventLoop
-    stats: LiveStats = field(default_factory=LiveStats)
-
-    def __post_init__(self):
-        self.inbox: queue.Queue = queue.Queue()
-        self.pending: deque[Outgoing] = deque()
-        self.wakeup = asyncio.Event()
-        self.done = False  # the render thread has finished (normally or not)
-        self.error: str | None = None
+    def __init__(self, pipeline: Pipeline, avatar: Avatar, start: StartMessage, limits: LiveLimits, slots: Slots,
+                 loop: asyncio.AbstractEventLoop):
+        self.pipeline, self.avatar, self.start, self.limits, self.slots = pipeline, avatar, start, limits, slots
+        self.loop = loop
+        self.stats = LiveStats()
+        self.inbox = Inbox(int(limits.inbox_seconds * start.bytes_per_second), loop)
+        self.outbox = Outbox(limits.pending_frames, self.stats)
+        self.audio = ClientAudio(start, FPS)
         self.received = 0  # bytes of audio
-        self._audio = bytearray()  # the client's audio not yet sent with a frame
-        self._audio_offset = 0  # sample frames before _audio[0]
-        self._sent_until = 0  # sample frames handed to messages
+        self.error: str | None = None
+        self.error_status = 422
+
+    def abort(self, reason: str | None = None) -> None:
+        """Stop now (from anywhere): the render thread ends within a frame; ``reason``, when
+        given, is what the client is told (503)."""
+        if reason is not None and self.error is None:
+            self.error, self.error_status = reason, 503
+        self.inbox.abort()
 
     # -- on the event loop ---------------------------------------------------------------------
-    def accept(self, data: bytes) -> None:
-        if len(data) % self.start.frame_bytes:
-            raise ApiError(400, f"an audio message must hold whole sample frames ({self.start.frame_bytes} bytes "
-                                f"each for {self.start.channels} channel(s) of {self.start.format}); got {len(data)}")
+    async def run(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
+        await ws.send_str(ready_message(FPS, self.avatar.track.width, self.avatar.track.height, self.start))
+        render = asyncio.ensure_future(self.slots.call(self._render))
+        sender = asyncio.ensure_future(self.outbox.send_all(ws))
+        receiver = asyncio.ensure_future(self._receive(ws, deadline))
+        try:
+            await _until_rendered(render, (receiver, sender), deadline)
+            try:
+                await asyncio.wait_for(sender, deadline.left())
+            except asyncio.TimeoutError:
+                raise deadline.error() from None
+        finally:
+            self.abort()  # nothing, once the render thread is done
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.wait([render])  # the render thread ends before its slot is given back
+        if self.error is not None:
+            raise ApiError(self.error_status, self.error)
+        summary = self.stats.summary()
+        await ws.send_str(json.dumps(summary))
+        await ws.close()
+        log.info("live session: %s", summary)
+
+    async def _receive(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
+        """Read the client's audio until ``end``; raise on bad input, a limit, or the client gone."""
+        while True:
+            timeout = min(self.limits.idle_seconds, deadline.left())
+            try:
+                message = await ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                if deadline.left() <= 0:
+                    raise deadline.error() from None
+                raise ApiError(408, f"no message from the client for {self.limits.idle_seconds:g} s") from None
+            if message.type == WSMsgType.BINARY:
+                try:
+                    await self._accept(message.data)
+                except Aborted:
+                    return  # the render thread is over (its error, if any, is reported)
+            elif message.type == WSMsgType.TEXT:
+                if message_type(message.data) != "end":
+                    raise ApiError(400, "after start, send binary audio and then {\"type\": \"end\"}")
+                self.inbox.end()
+                return
+            elif message.type == WSMsgType.ERROR:
+                raise ApiError(400, f"bad WebSocket message: {_ws_error(message.data)}")
+            else:  # CLOSE, CLOSING, CLOSED: gone without "end"
+                raise ClientGone
+
+    async def _accept(self, data: bytes) -> None:
+        size = self.start.frame_bytes
+        if len(data) % size:
+            raise ApiError(400, f"an audio message must hold whole sample frames ({size} bytes each for "
+                                f"{self.start.channels} channel(s) of {self.start.format}); got {len(data)}")
         self.received += len(data)
-        if self.received / self.start.frame_bytes / self.start.sample_rate > self.max_seconds:
-            raise ApiError(400, f"a live session takes at most {self.max_seconds:g} s of speech")
+        if self.received / self.start.bytes_per_second > self.limits.max_speech_seconds:
+            raise ApiError(413, f"a live session takes at most {self.limits.max_speech_seconds:g} s of speech")
         if self.stats.first_audio is None and data:
             self.stats.first_audio = time.perf_counter()
-        self.inbox.put(bytes(data))
-
-    def _push(self, message: Outgoing | None) -> None:
-        """Queue a message (None: the render is over); drop the oldest picture beyond the bound."""
-        if message is not None:
-            self.pending.append(message)
-            while len(self.pending) > self.max_pending:
-                oldest, following = self.pending.popleft(), self.pending[0]
-                if oldest.jpeg:
-                    self.stats.dropped_frames += 1
-                following.audio = oldest.audio + following.audio
-                following.audio_time = oldest.audio_time
-            self.stats.max_pending_frames = max(self.stats.max_pending_frames, len(self.pending))
-        self.wakeup.set()
-
-    async def send_loop(self, ws: web.WebSocketResponse) -> None:
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.pending:
-                message = self.pending.popleft()
-                await ws.send_bytes(message.encode())
-                if message.kind == "frame":
-                    now = time.perf_counter()
-                    self.stats.frames += 1
-                    self.stats.first_frame = self.stats.first_frame or now
-                    self.stats.last_frame = now
-            if self.done:
-                return
+        await self.inbox.put(bytes(data))
 
     # -- on the render thread --------------------------------------------------------------------
-    def render(self) -> None:
+    def _render(self) -> None:
         try:
-            with self.pipeline.open_stream(self.avatar, self.start.sample_rate, self.start.channels) as session:
-                while True:
-                    item = self.inbox.get()
-                    if item is _ABORT:
-                        return
-                    if item is _END:
-                        session.finish()
-                        self._emit(session)
-                        self._emit_tail()
-                        return
-                    self._audio += item
-                    session.accept(np.frombuffer(item, FORMATS[self.start.format]))
-                    self._emit(session)
-        except IplapError as exc:
-            self.error = exc.message
+            with self.pipeline.open_stream(self.avatar, self.start.sample_rate, self.start.channels) as stream:
+                while (data := self.inbox.get()) is not None:
+                    self.audio.add(data)
+                    stream.accept(np.frombuffer(data, self.start.dtype))
+                    self._emit(stream)
+                stream.finish()
+                self._emit(stream)
+                audio, audio_time = self.audio.tail()
+                if audio:
+                    self._send(Outgoing("audio", None, None, b"", audio, audio_time))
+        except Aborted:
+            pass
         except Exception as exc:  # noqa: BLE001 - reported to the client; the service goes on
-            log.exception("live session failed")
-            self.error = f"internal error ({type(exc).__name__})"
+            failure = Failure.of(exc, details=False)
+            if failure.fault is Fault.INTERNAL:
+                log.exception("live session failed")
+            self.error = failure.message
         finally:
-            self.done = True
-            self.loop.call_soon_threadsafe(self._push, None)
+            self.inbox.abort()  # a client still sending learns that the render is over
+            self.loop.call_soon_threadsafe(self.outbox.close)
 
-    def _emit(self, session) -> None:
-        params = [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
-        for frame in session.frames():
+    def _emit(self, stream) -> None:
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.limits.jpeg_quality]
+        for frame in stream.frames():
+            if self.inbox.aborted:
+                raise Aborted
             ok, jpeg = cv2.imencode(".jpg", frame.image, params)
             if not ok:
                 raise RuntimeError("JPEG encoding failed")
-            start, stop = self._frame_span(frame.index)
-            message = Outgoing("frame", frame.index, round(frame.time, 6), jpeg.tobytes(), self._take_audio(start, stop),
-                               start / self.start.sample_rate)
-            self.loop.call_soon_threadsafe(self._push, message)
+            audio, audio_time = self.audio.for_frame(frame.index)
+            self._send(Outgoing("frame", frame.index, round(frame.time, 6), jpeg.tobytes(), audio, audio_time))
 
-    def _frame_span(self, index: int) -> tuple[int, int]:
-        rate, fps = self.start.sample_rate, self.pipeline.bundle.constants.get("fps", 25)
-        return max(self._sent_until, round(index * rate / fps)), round((index + 1) * rate / fps)
-
-    def _take_audio(self, start: int, stop: int) -> bytes:
-        size = self.start.frame_bytes
-        available = self._audio_offset + len(self._audio) // size
-        stop = min(stop, available)
-        if stop <= start:
-            return b""
-        chunk = bytes(self._audio[(start - self._audio_offset) * size:(stop - self._audio_offset) * size])
-        del self._audio[:(stop - self._audio_offset) * size]
-        self._audio_offset = stop
-        self._sent_until = stop
-        return chunk
-
-    def _emit_tail(self) -> None:
-        """The speech after the last frame's span, so that the client hears all of it."""
-        size = self.start.frame_bytes
-        available = self._audio_offset + len(self._audio) // size
-        if available > self._sent_until:
-            start = self._sent_until
-            audio = self._take_audio(start, available)
-            self.loop.call_soon_threadsafe(self._push, Outgoing("audio", None, None, b"", audio,
-                                                                start / self.start.sample_rate))
+    def _send(self, message: Outgoing) -> None:
+        self.loop.call_soon_threadsafe(self.outbox.push, message)
 
 
-async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, slots: Slots, settings) -> \
-        web.WebSocketResponse:
-    """The WebSocket handler's body, after the avatar was checked (see ``app.py``)."""
-    ws = web.WebSocketResponse(heartbeat=30.0, compress=False, max_msg_size=4 * 2**20)
+async def _until_rendered(render: asyncio.Future, watched: tuple[asyncio.Future, ...], deadline: Deadline) -> None:
+    """Wait for the render to end; raise what a watched task (receiver, sender) raises first,
+    or the deadline's error."""
+    waiting = {render, *watched}
+    while render in waiting:
+        done, waiting = await asyncio.wait(waiting, timeout=deadline.left(), return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            raise deadline.error()
+        for task in done:
+            if task is not render and not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                if isinstance(exc, (ApiError, ClientGone)):
+                    raise exc
+                raise ClientGone from exc  # the sender's connection failed
+
+
+def _ws_error(exc) -> str:
+    if getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+        return f"a message is larger than {MAX_MESSAGE_BYTES // 2**20} MB"
+    return first_line(exc) if isinstance(exc, BaseException) else "the connection failed"
+
+
+async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, slots: Slots, limits: LiveLimits,
+                     sessions: set) -> web.WebSocketResponse:
+    """The WebSocket handler's body, after the avatar was checked (see ``app.py``). ``sessions``
+    holds the running sessions, for the server to abort them when it shuts down."""
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     _small_send_buffer(request)
+    deadline = Deadline(limits.wall_seconds)
     try:
-        try:
-            first = await ws.receive(timeout=START_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise ApiError(400, f"no start message within {START_TIMEOUT_S:g} s") from None
-        if first.type != WSMsgType.TEXT:
-            raise ApiError(400, "the first message must be a text message: {\"type\": \"start\", ...}")
-        start = StartMessage.parse(first.data)
+        start = await _receive_start(ws, limits)
         if not await slots.try_acquire():
             raise ApiError(503, f"all {slots.count} render slots are busy; try again later")
         try:
-            await _run_session(ws, pipeline, await slots.call(avatar_loader), start, slots, settings)
+            session = LiveSession(pipeline, await slots.call(avatar_loader), start, limits, slots,
+                                  asyncio.get_running_loop())
+            sessions.add(session)
+            try:
+                await session.run(ws, deadline)
+            finally:
+                sessions.discard(session)
         finally:
             slots.release()
-    except ApiError as exc:
+    except (ApiError, IplapError) as exc:
         await _send_error(ws, exc.message)
-    except IplapError as exc:
-        await _send_error(ws, exc.message)
+    except ClientGone:
+        pass
     return ws
 
 
-async def _run_session(ws, pipeline: Pipeline, avatar: Avatar, start: StartMessage, slots: Slots, settings) -> None:
-    session = LiveSession(pipeline, avatar, start, settings.live_pending_frames, settings.jpeg_quality,
-                          settings.max_live_seconds, asyncio.get_running_loop())
-    await ws.send_str(json.dumps({"type": "ready", "fps": pipeline.bundle.constants.get("fps", 25),
-                                  "width": avatar.track.width, "height": avatar.track.height,
-                                  "sample_rate": start.sample_rate, "channels": start.channels,
-                                  "format": start.format}))
-    render = asyncio.ensure_future(slots.call(session.render))
-    sender = asyncio.ensure_future(session.send_loop(ws))
+async def _receive_start(ws: web.WebSocketResponse, limits: LiveLimits) -> StartMessage:
     try:
-        async for message in ws:
-            if message.type == WSMsgType.BINARY:
-                session.accept(message.data)
-            elif message.type == WSMsgType.TEXT:
-                if _message_type(message.data) != "end":
-                    raise ApiError(400, "after start, send binary audio and then {\"type\": \"end\"}")
-                session.inbox.put(_END)
-                break
-            else:
-                break
-        else:  # the client went away without "end"
-            session.inbox.put(_ABORT)
-        await render
-        await sender
-        if session.error is not None:
-            raise ApiError(422, session.error)
-        if not ws.closed:
-            await ws.send_str(json.dumps(session.stats.summary()))
-            await ws.close()
-        log.info("live session: %s", session.stats.summary())
-    except BaseException:
-        session.inbox.put(_ABORT)
-        sender.cancel()
-        await asyncio.wait([render])  # the render thread ends before its slot is given back
-        raise
+        first = await ws.receive(timeout=limits.idle_seconds)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"no start message within {limits.idle_seconds:g} s") from None
+    if first.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+        raise ClientGone
+    if first.type == WSMsgType.ERROR:
+        raise ApiError(400, f"bad WebSocket message: {_ws_error(first.data)}")
+    if first.type != WSMsgType.TEXT:
+        raise ApiError(400, "the first message must be a text message: {\"type\": \"start\", ...}")
+    return StartMessage.parse(first.data)
 
 
 def _small_send_buffer(request: web.Request) -> None:
@@ -321,15 +297,10 @@ def _small_send_buffer(request: web.Request) -> None:
             log.debug("cannot set the live socket's send buffer", exc_info=True)
 
 
-def _message_type(text: str) -> str | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data.get("type") if isinstance(data, dict) else None
-
-
 async def _send_error(ws: web.WebSocketResponse, message: str) -> None:
     if not ws.closed:
-        await ws.send_str(json.dumps({"type": "error", "message": " ".join(message.split())}))
-        await ws.close(code=1008)
+        try:
+            await ws.send_str(error_message(message))
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION)
+        except (ConnectionError, RuntimeError):
+            pass  # the client is gone already

@@ -1,7 +1,13 @@
-"""Multipart uploads streamed to disk, a block at a time, never held whole in memory."""
+"""Multipart uploads streamed to disk, a block at a time, never held whole in memory.
+
+Every read waits at most ``idle_s`` for the client's next bytes (a client that stops sending
+mid-upload is answered 408 and its partial file removed); text fields are read a block at a
+time up to their limit, never whole.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -11,9 +17,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..errors import first_line
 from .errors import ApiError
 
 BLOCK = 1 << 16
+#: The longest text field accepted (ids and numbers).
+MAX_FIELD_BYTES = 1024
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,5}$")
 
 
@@ -49,38 +58,56 @@ class Form:
 
 
 async def read_form(request: web.Request, folder: Path, file_fields: tuple[str, ...], text_fields: tuple[str, ...],
-                    max_bytes: int) -> Form:
+                    max_bytes: int, idle_s: float) -> Form:
     """Read a multipart request: the named file fields into ``folder``, the text fields into memory.
 
     Unknown fields, a file over ``max_bytes`` (413) and anything that is not multipart (400)
     are refused; on any error nothing stays on disk.
     """
-    if not request.content_type.startswith("multipart/"):
+    if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(400, f"expected a multipart/form-data upload (fields: {', '.join(file_fields + text_fields)})")
     form = Form()
     try:
         reader = await request.multipart()
         while True:
-            part = await reader.next()
+            part = await _within(reader.next(), idle_s)
             if part is None:
                 break
             name = part.name or ""
             if name in file_fields and name not in form.files:
-                form.files[name] = await _save(part, folder, max_bytes)
+                form.files[name] = await _save(part, folder, max_bytes, idle_s)
             elif name in text_fields and name not in form.fields:
-                value = await part.read(decode=True)
-                if len(value) > 1024:
-                    raise ApiError(400, f"field {name!r} is too long")
-                form.fields[name] = value.decode("utf-8", errors="replace").strip()
+                form.fields[name] = await _text(part, name, idle_s)
             else:
-                raise ApiError(400, f"unexpected form field {name!r} (fields: {', '.join(file_fields + text_fields)})")
+                raise ApiError(400, f"unexpected form field {name[:40]!r} (fields: "
+                                    f"{', '.join(file_fields + text_fields)})")
+    except ValueError as exc:  # aiohttp's word for a malformed multipart body
+        form.discard()
+        raise ApiError(400, f"a malformed multipart body ({first_line(exc)[:80]})") from None
     except BaseException:
         form.discard()
         raise
     return form
 
 
-async def _save(part, folder: Path, max_bytes: int) -> Upload:
+async def _within(awaitable, idle_s: float):
+    """``awaitable``, or a 408 when the client sends nothing for ``idle_s``."""
+    try:
+        return await asyncio.wait_for(awaitable, idle_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the upload stalled: nothing came for {idle_s:g} s") from None
+
+
+async def _text(part, name: str, idle_s: float) -> str:
+    value = b""
+    while block := await _within(part.read_chunk(MAX_FIELD_BYTES // 4), idle_s):  # small: no wait for more
+        value += block
+        if len(value) > MAX_FIELD_BYTES:
+            raise ApiError(400, f"field {name!r} is longer than {MAX_FIELD_BYTES} bytes")
+    return part.decode(value).decode("utf-8", errors="replace").strip()
+
+
+async def _save(part, folder: Path, max_bytes: int, idle_s: float) -> Upload:
     fd, name = tempfile.mkstemp(prefix=".upload-", dir=folder)  # private to the server's user
     os.close(fd)
     path = Path(name)
@@ -89,7 +116,7 @@ async def _save(part, folder: Path, max_bytes: int) -> Upload:
     try:
         with open(path, "wb") as out:
             while True:
-                block = await part.read_chunk(BLOCK)
+                block = await _within(part.read_chunk(BLOCK), idle_s)
                 if not block:
                     break
                 size += len(block)

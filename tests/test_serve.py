@@ -216,7 +216,8 @@ def test_jobs_submitted_at_once_fill_the_free_slots_before_the_queue(tmp_path):
     first: --max-sessions 2 --max-queue 3 accepts 5 of 8, not 3 (counted as waiting, they
     were refused while both slots stood free)."""
     from iplap.serve.errors import ApiError
-    from iplap.serve.jobs import JobQueue, Slots
+    from iplap.serve.jobs import JobQueue
+    from iplap.serve.slots import Slots
 
     class Store:
         def ready(self, avatar):
@@ -231,7 +232,7 @@ def test_jobs_submitted_at_once_fill_the_free_slots_before_the_queue(tmp_path):
             on_frame(1, 1)
 
     async def burst():
-        queue = JobQueue(Pipeline(), Store(), Slots(2), tmp_path / "jobs", max_queue=3, keep=100)
+        queue = JobQueue(Pipeline(), Store(), Slots(2, max_queue=3), tmp_path / "jobs", keep=100)
         accepted, refused = [], []
         for k in range(8):
             speech = tmp_path / f"speech{k}.wav"

@@ -1,0 +1,51 @@
+"""Command-line flags made from a settings dataclass, so that each default and its help are
+written once, on the field (``metadata["help"]``, plus argparse extras such as ``metavar``,
+``choices`` or ``action``), and the parsed arguments build the dataclass by keyword."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+_TYPES = {"int": int, "float": float, "str": str, "Path": Path}
+
+
+def _type_of(annotation: str):
+    """The argparse type of a field annotated ``int``, ``float``, ``str``, ``Path``, ``X | None``
+    or ``tuple[X, ...]`` (annotations are strings under ``from __future__ import annotations``)."""
+    name = annotation.replace(" ", "").replace("|None", "").replace("typing.", "")
+    if name.startswith("tuple["):
+        name = name[len("tuple["):].split(",")[0]
+    return _TYPES.get(name, str)
+
+
+def add_flags(parser, settings, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag-name`` per field of the dataclass ``settings`` (``bundle`` -> ``--bundle``)."""
+    for f in dataclasses.fields(settings):
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "required")}
+        kwargs = {"dest": f.name, "help": f.metadata["help"]}
+        if f.metadata.get("required"):
+            kwargs["required"] = True
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if default not in (None, ()):
+                kwargs["help"] += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+            kwargs["default"] = None if extra.get("action") == "append" else default
+        if extra.get("action") not in ("store_true", "store_false"):
+            kwargs["type"] = _type_of(str(f.type))
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs, **extra)
+
+
+def settings_from(args, settings, **given):
+    """The dataclass ``settings`` built by keyword from parsed ``args`` (fields ``add_flags``
+    made), and ``given`` values for the others."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings) if hasattr(args, f.name)}
+    values = {k: v for k, v in values.items() if v is not None}
+    return settings(**values, **given)
+
+
+__all__ = ["add_flags", "settings_from"]
+del typing

@@ -1,0 +1,137 @@
+"""The live WebSocket's messages: parsing what the client sends, encoding what it gets.
+
+Nothing here touches a socket or a thread; :mod:`.live` runs the session.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from ..errors import one_line
+from .errors import ApiError
+
+#: The sample formats a client may send (and gets back with its frames).
+FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+#: The channel counts a client may send (2: interleaved).
+CHANNELS = (1, 2)
+
+
+def _whole_number(value) -> bool:
+    """An int that is not a bool: JSON's ``2.0`` and ``true`` are not channel counts."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class StartMessage:
+    """``{"type": "start", "sample_rate", "channels", "format"}``, checked."""
+
+    sample_rate: int
+    channels: int
+    format: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        return FORMATS[self.format]
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one sample frame (all channels)."""
+        return self.dtype.itemsize * self.channels
+
+    @property
+    def bytes_per_second(self) -> int:
+        return self.frame_bytes * self.sample_rate
+
+    @classmethod
+    def parse(cls, text: str) -> StartMessage:
+        data = parse_json(text, "the first message must be JSON: {\"type\": \"start\", \"sample_rate\", "
+                                "\"channels\", \"format\"}")
+        if data.get("type") != "start":
+            raise ApiError(400, "the first message must be {\"type\": \"start\", ...}")
+        rate, channels, fmt = data.get("sample_rate"), data.get("channels", 1), data.get("format", "f32le")
+        if not _whole_number(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise ApiError(400, f"sample_rate must be a whole number from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
+                                f"got {_shown(rate)}")
+        if not _whole_number(channels) or channels not in CHANNELS:
+            raise ApiError(400, f"channels must be 1 or 2 (interleaved), got {_shown(channels)}")
+        if not isinstance(fmt, str) or fmt not in FORMATS:
+            raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, got {_shown(fmt)}")
+        return cls(rate, channels, fmt)
+
+
+def _shown(value) -> str:
+    """A client's value in a message: JSON as it was sent, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_json(text: str, complaint: str) -> dict:
+    """A text message as a JSON object, or a 400 saying ``complaint``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ApiError(400, complaint) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, complaint)
+    return data
+
+
+def message_type(text: str) -> str | None:
+    """The ``type`` of a JSON text message, or None when it is not one."""
+    try:
+        data = parse_json(text, "")
+    except ApiError:
+        return None
+    kind = data.get("type")
+    return kind if isinstance(kind, str) else None
+
+
+@dataclass
+class Outgoing:
+    """A message waiting to be sent: a frame's picture (or none) and the audio from ``audio_time``."""
+
+    type: str  # "frame", or "audio" for the speech after the last frame
+    index: int | None
+    time: float | None
+    jpeg: bytes
+    audio: bytes
+    audio_time: float
+
+    def encode(self) -> bytes:
+        header = json.dumps({"type": self.type, "index": self.index, "time": self.time, "jpeg": len(self.jpeg),
+                             "audio": len(self.audio), "audio_time": round(self.audio_time, 6)}).encode()
+        return struct.pack(">I", len(header)) + header + self.jpeg + self.audio
+
+
+def ready_message(fps: int, width: int, height: int, start: StartMessage) -> str:
+    return json.dumps({"type": "ready", "fps": fps, "width": width, "height": height,
+                       "sample_rate": start.sample_rate, "channels": start.channels, "format": start.format})
+
+
+def error_message(message: str) -> str:
+    return json.dumps({"type": "error", "message": one_line(message)})
+
+
+@dataclass
+class LiveStats:
+    """What the closing message reports."""
+
+    frames: int = 0
+    dropped_frames: int = 0
+    max_pending_frames: int = 0
+    first_audio: float | None = None
+    first_frame: float | None = None
+    last_frame: float | None = None
+
+    def summary(self) -> dict:
+        latency = None if self.first_frame is None or self.first_audio is None else self.first_frame - self.first_audio
+        span = None if self.first_frame is None or self.last_frame is None else self.last_frame - self.first_frame
+        fps = (self.frames - 1) / span if span and self.frames > 1 else None
+        return {"type": "end", "frames": self.frames, "dropped_frames": self.dropped_frames,
+                "first_frame_latency_s": None if latency is None else round(latency, 4),
+                "fps": None if fps is None else round(fps, 3), "max_pending_frames": self.max_pending_frames}
