@@ -64,7 +64,15 @@ def _check_video(path: Path, name: str, limits: FaceLimits) -> None:
 
 
 def photo_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a PNG, JPEG, WebP, BMP or GIF from its header; 422 for other photos."""
+    """(width, height) of a PNG, JPEG, WebP, BMP or GIF from its header; 422 for other photos
+    and for a header cut short."""
+    try:
+        return _header_size(path)
+    except (struct.error, ValueError, OSError):
+        raise ApiError(422, "the photo's header cannot be read (a damaged or truncated file)") from None
+
+
+def _header_size(path: Path) -> tuple[int, int]:
     with open(path, "rb") as f:
         head = f.read(64)
         if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":

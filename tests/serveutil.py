@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ class Server:
     process: subprocess.Popen
     avatar_dir: Path
     token: str | None = None
+    log: "deque | None" = None  # the last lines the server wrote to stderr
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "".join(list(self.log or ())[-lines:])
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -70,8 +75,9 @@ def start_server(bundle: Path, avatar_dir: Path, *extra: str, token: str | None 
             # Keep draining stderr so the server never blocks on a full pipe.
             import threading
 
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-            return Server(found.group(1), process, avatar_dir, token)
+            log = deque(lines, maxlen=400)
+            threading.Thread(target=lambda: [log.append(line) for line in process.stderr], daemon=True).start()
+            return Server(found.group(1), process, avatar_dir, token, log)
     process.kill()
     raise RuntimeError("iplap serve did not start:\n" + "".join(lines))
 

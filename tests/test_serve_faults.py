@@ -440,3 +440,202 @@ def test_stop_and_crash_leave_nothing_behind(bundle_dir, tmp_path):
         running.stop()
     assert _work_folders(avatars) == []
     assert os.path.isdir(avatars)
+
+
+# -- fuzz: the whole surface, bounded in count and time ----------------------------------------------------
+
+FUZZ_SEED, FUZZ_SECONDS = 20261201, 90.0
+
+
+def _junk(rng, size: int) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+def _fuzz_forms(rng, avatar: str) -> list[tuple[str, str, dict, dict]]:
+    """(method, path, fields, files) of malformed or hostile form requests."""
+    heads = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"\0\0\0\x20ftypisom", b"RIFF\0\0\0\0WAVEfmt ",
+             b"GIF89a", b"ID3\x04", b"OggS", b"fLaC", b"RIFF\0\0\0\0WEBPVP8 "]
+    refs = ["-1", "0", "101", "1e3", "abc", "", "\u0663", "2.5", "9" * 40, "null"]
+    cases = []
+    for _ in range(60):
+        media = rng.choice(heads) + _junk(rng, rng.choice((0, 1, 64, 4096, 40000)))
+        name = rng.choice(["a.png", "b.mp4", "../../etc/passwd", "x" * 300, "\u00e9t\u00e9.wav", "", "c.jpg"])
+        kind = rng.randrange(4)
+        if kind == 0:
+            cases.append(("POST", "/api/avatars", {}, {"face": (name, media)}))
+        elif kind == 1:
+            cases.append(("POST", "/api/jobs", {"avatar": rng.choice([avatar, "nope", "", "'; drop"]),
+                                                "refs": rng.choice(refs)}, {"audio": (name, media)}))
+        elif kind == 2:
+            cases.append(("POST", rng.choice(["/api/avatars", "/api/jobs"]),
+                          {rng.choice(["face", "audio", "other", "avatar"]): rng.choice(refs)}, {}))
+        else:
+            cases.append(("POST", "/api/jobs", {"avatar": avatar}, {"other": (name, media)}))
+    return cases
+
+
+def _fuzz_paths(rng) -> list[tuple[str, str]]:
+    paths = ["/api/avatars/%00", "/api/jobs/../../etc/passwd", "/static/..%2f..%2fapp.py", "/static/.hidden.js",
+             "/api/" + "a" * 5000, "/api/jobs/x/video", "/api/avatars/" + "f" * 64, "/api/live", "/api/nothing",
+             "/static/app.js%00.png"]
+    return [(rng.choice(["GET", "DELETE", "PUT", "PATCH", "POST"]), rng.choice(paths)) for _ in range(40)]
+
+
+async def _fuzz_http(server, rng, avatar: str, statuses: dict, deadline: float) -> None:
+    async with aiohttp.ClientSession() as session:
+        requests = [(m, p, None, None, None) for m, p in _fuzz_paths(rng)]
+        requests += [(m, p, fields, files, None) for m, p, fields, files in _fuzz_forms(rng, avatar)]
+        for content_type in ("application/json", "text/plain", "multipart/form-data", "multipart/form-data; "
+                             "boundary=zz", "application/x-www-form-urlencoded", "image/png"):
+            requests.append(("POST", rng.choice(["/api/avatars", "/api/jobs"]), None, None,
+                             (content_type, _junk(rng, rng.choice((0, 10, 3000))))))
+        rng.shuffle(requests)
+        for method, path, fields, files, raw in requests:
+            if time.monotonic() > deadline:
+                break
+            data, headers = None, {}
+            if fields is not None or files is not None:
+                data = aiohttp.FormData()
+                for name, value in (fields or {}).items():
+                    data.add_field(name, value)
+                for name, (filename, content) in (files or {}).items():
+                    data.add_field(name, content, filename=filename or "upload")
+            elif raw is not None:
+                headers["Content-Type"], data = raw
+            async with session.request(method, server.url.rstrip("/") + path, data=data, headers=headers) as r:
+                body = await r.read()
+                _check_answer(server, r.status, body, f"{method} {path[:60]}")
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+
+
+def _check_answer(server, status: int, body: bytes, what: str) -> None:
+    if status < 400:
+        return
+    assert status != 500, (what, body, server.log_tail())  # a 500 is a bug
+    data = json.loads(body)
+    assert set(data) == {"error"} and "\n" not in data["error"], (what, body)
+    text = body.decode(errors="replace")
+    assert "Traceback" not in text and str(server.avatar_dir) not in text and "/tmp/" not in text \
+        and ".upload-" not in text, (what, body)
+
+
+def _bad_starts(rng) -> list:
+    values = {"sample_rate": ["16000", 16000.5, True, None, -1, 10**12, [], {}, 7999, 192001],
+              "channels": [0, 3, 2.0, True, "2", None, [], -1],
+              "format": [1, "F32LE", None, "", "f64le", {}],
+              "type": [None, "START", 1, "end", ""]}
+    starts = []
+    for field, options in values.items():
+        for value in options:
+            starts.append(json.dumps({**START, field: value}))
+    starts += ["[]", "null", "\"start\"", "{", json.dumps({"type": "start"}), "x" * 10000]
+    rng.shuffle(starts)
+    return starts
+
+
+async def _fuzz_live(server, rng, avatar: str, statuses: dict, deadline: float) -> None:
+    async with aiohttp.ClientSession() as session:
+        openings = [("text", start) for start in _bad_starts(rng)]
+        openings += [("binary", _junk(rng, rng.choice((1, 4, 1000)))) for _ in range(5)]
+        openings += [("after", json.dumps(START))] * 3
+        for kind, payload in openings:
+            if time.monotonic() > deadline:
+                break
+            async with session.ws_connect(ws_url(server, avatar)) as ws:
+                if kind == "binary":
+                    await ws.send_bytes(payload)
+                else:
+                    await ws.send_str(payload)
+                if kind == "after":  # a good start, then something wrong
+                    await ws.receive(timeout=30)
+                    await rng.choice([ws.send_bytes(b"\0" * 3), ws.send_str("{\"type\": 5}"), ws.send_str("end")])
+                message = await ws.receive(timeout=30)
+                while message.type == aiohttp.WSMsgType.BINARY:
+                    message = await ws.receive(timeout=30)
+                assert message.type == aiohttp.WSMsgType.TEXT, (kind, payload[:60], message)
+                data = json.loads(message.data)
+                assert data["type"] == "error" and "\n" not in data["message"], (kind, payload[:60], data)
+                assert "Traceback" not in data["message"] and "/tmp/" not in data["message"]
+                statuses["ws error"] = statuses.get("ws error", 0) + 1
+
+
+def _fuzz_vanishing(server, rng, avatar: str, statuses: dict) -> None:
+    """Clients that send half a request, half an upload or half a frame, and go."""
+    host, port = server.host_port
+    boundary = "b" * 20
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"face\"; filename=\"a.mp4\"\r\n\r\n"
+            .encode() + _junk(rng, 5000))
+    for k in range(12):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            if k % 3 == 0:
+                sock.sendall(f"POST /api/avatars HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-"
+                             f"data; boundary={boundary}\r\nContent-Length: 900000\r\n\r\n".encode() + part)
+            elif k % 3 == 1:
+                sock.sendall(_junk(rng, 300) + b"\r\n\r\n")
+            else:
+                sock.sendall(f"GET /api/live?avatar={avatar} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode())
+        statuses["vanished"] = statuses.get("vanished", 0) + 1
+    for _ in range(4):
+        _vanish_mid_frame(server, avatar)
+        statuses["vanished"] += 1
+
+
+def test_fuzz_the_whole_surface(strict, avatar):
+    """Malformed and hostile requests of every kind, seeded and bounded: every answer is a 4xx or
+    503 with one line of JSON (no traceback, no server path), the server stays up, and
+    afterwards every slot is free and its memory is back within 10 % of its start."""
+    import random
+
+    rng = random.Random(FUZZ_SEED)
+    wait_all_free(strict)
+    asyncio.run(_session(ws_url(strict, avatar), "close"))  # warm
+    before = _rss_mb(strict.process.pid)
+    statuses: dict = {}
+    deadline = time.monotonic() + FUZZ_SECONDS
+    asyncio.run(_fuzz_http(strict, rng, avatar, statuses, deadline))
+    asyncio.run(_fuzz_live(strict, rng, avatar, statuses, deadline))
+    _fuzz_vanishing(strict, rng, avatar, statuses)
+    assert strict.process.poll() is None  # still up
+    body = wait_all_free(strict)
+    after = _rss_mb(strict.process.pid)
+    print(f"fuzz: {sum(statuses.values())} requests, answers {dict(sorted(statuses.items(), key=str))}; slots "
+          f"{body['slots']}; RSS {before:.0f} -> {after:.0f} MB")
+    assert body["slots"]["free"] == body["slots"]["total"] and body["live_sessions"] == 0
+    assert after < before * 1.10, (before, after)
+    assert not [p for p in strict.avatar_dir.rglob(".upload-*")]
+    assert sum(statuses.values()) >= 150
+
+
+def test_killed_under_load_and_restarted(bundle_dir, tmp_path):
+    """kill -9 while a video is prepared and jobs render: after a restart the ready face is
+    listed and renders, the half-prepared one is not served, and the dead server's work
+    folder is gone."""
+    from iplap.samples.clip import head_motion_frames, write_clip
+
+    avatars = tmp_path / "avatars"
+    first = start_server(bundle_dir, avatars)
+    status, photo = call(first, "POST", "/api/avatars", files={"face": ("astronaut.png", FACE_IMAGE.read_bytes())})
+    assert status == 201, photo
+    clip = write_clip(tmp_path / "clip.mp4", head_motion_frames(8.0, size=128, seed=11))
+    status, video = call(first, "POST", "/api/avatars", files={"face": ("clip.mp4", clip.read_bytes())})
+    assert status == 202
+    for _ in range(2):
+        assert call(first, "POST", "/api/jobs", fields={"avatar": photo["id"]},
+                    files={"audio": ("speech.wav", speech_bytes(2.0))})[0] == 202
+    wait_for(first, f"/api/avatars/{video['id']}", lambda b: b["frames_done"] > 0)
+    first.process.kill()
+    first.process.wait()
+    again = start_server(bundle_dir, avatars)
+    try:
+        listing = call(again, "GET", "/api/avatars")[1]["avatars"]
+        assert [(a["id"], a["state"]) for a in listing] == [(photo["id"], "ready")]
+        one_line_error(*call(again, "GET", f"/api/avatars/{video['id']}"), 404)
+        assert call(again, "GET", "/api/jobs")[1]["jobs"] == []
+        assert len(_work_folders(avatars)) == 1
+        status, job = call(again, "POST", "/api/jobs", fields={"avatar": photo["id"]},
+                           files={"audio": ("speech.wav", speech_bytes(0.5))})
+        assert status == 202
+        final = wait_for(again, f"/api/jobs/{job['id']}", lambda b: b["state"] not in ("queued", "running"))
+        assert final["state"] == "done", final
+    finally:
+        again.stop()
