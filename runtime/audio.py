@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import MediaError, first_line
 from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
+from .files import check_input_file
 from .resample import resample_like_librosa
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,7 @@ class Speech:
 def load_speech(path: str | Path) -> Speech:
     """Decode ``path`` once, at its own rate; raises :class:`MediaError` naming the file."""
     path = Path(path)
-    if path.is_dir():
-        raise MediaError(f"audio path is a folder: {path}")
-    if not path.is_file():
-        raise MediaError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise MediaError(f"audio file is empty: {path}")
+    check_input_file(path, "audio")
     speech = _decode_soundfile(path) or _decode_pyav(path)
     if speech.samples.shape[0] == 0:
         raise MediaError(f"no audio samples in {path}")
