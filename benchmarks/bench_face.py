@@ -40,6 +40,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..runtime.constants import BACKENDS
+
 
 def place_photo(image: np.ndarray, frame_size: tuple[int, int], side: int) -> np.ndarray:
     """The photo scaled to ``side`` pixels (at most the frame's height) and centred in a grey frame."""
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, help="folder written by iplap.export.facemodels.export_face_models")
     parser.add_argument("--mediapipe-wheel", type=Path, help="wheel to export from when --models is not given")
-    parser.add_argument("--backend", choices=("onnxruntime", "openvino", "both"), default="both")
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--frame-sizes", type=parse_frame_sizes, default="720x528,1920x1080",
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print("exporting the face models ...", file=sys.stderr)
             models = Path(tmp)
             export_face_models(models, args.mediapipe_wheel, check=False)
-        backends = ("onnxruntime", "openvino") if args.backend == "both" else (args.backend,)
+        backends = BACKENDS if args.backend == "both" else (args.backend,)
         results = [bench_backend(models, name, args.threads, args.repeats, tuple(args.frame_sizes))
                    for name in backends]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.bundle import GRAPH_NAMES as GRAPHS
+from ..runtime.constants import DEFAULT_REFS
 
 RENDERER_STAGES = ("flow_modulations", "flow_head", "warp", "translation")
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
     parser.add_argument("--int8", type=Path, required=True, help="the calibrated bundle made from it")
-    parser.add_argument("--refs", type=int, default=25)
+    parser.add_argument("--refs", type=int, default=DEFAULT_REFS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4, help="rendered frames timed end to end")
