@@ -64,13 +64,13 @@ def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray | tuple[int, ...]]) 
     total = 0
     for node in model.graph.node:
         if node.op_type == "Conv":
-            out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
-            if out and weight and all(out):
-                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+            out_shape, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+            if out_shape and weight and all(out_shape):
+                total += int(np.prod(out_shape)) * int(np.prod(weight[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
-            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
-            if a and out and all(out) and all(a):
-                total += int(np.prod(out)) * a[-1]
+            a, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if a and out_shape and all(out_shape) and all(a):
+                total += int(np.prod(out_shape)) * a[-1]
     return total
 
 

@@ -93,10 +93,10 @@ def peak_memory(bundle: Path, seconds: float, refs: int, threads: int, tmp: Path
     args = [sys.executable, "-c", code, "run", "--bundle", str(bundle), "--face", str(clip), "--audio", str(speech),
             "--out", str(tmp / f"out{seconds:g}.mp4"), "--refs", str(refs), "--threads", str(threads), "--quiet"]
     start = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "iplap run failed")
-    peak = next(float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK_RSS_MB"))
+    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "iplap run failed")
+    peak = next(float(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("PEAK_RSS_MB"))
     return {"seconds": seconds, "frames": int(seconds * FPS), "peak_rss_mb": peak,
             "wall_s": time.perf_counter() - start}
 

@@ -94,9 +94,9 @@ def time_split(bundle_dir: Path, backend: str, inputs: dict, threads: int, repea
     times, stages = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = renderer.render(refs, inputs["face"], inputs["target_sketches"], inputs["mel"])
+        result = renderer.render(refs, inputs["face"], inputs["target_sketches"], inputs["mel"])
         times.append(time.perf_counter() - start)
-        stages.append(out.seconds)
+        stages.append(result.seconds)
     stage_median = {k: _median([s[k] for s in stages]) for k in stages[0]}
     return {"per_frame_s": _median(times), "runs_s": times, "per_video_s": per_video, "stages_s": stage_median,
             "face": out.face}
