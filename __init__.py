@@ -15,6 +15,8 @@ What a program needs is here::
 * :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
 * :func:`load_speech` and :class:`Speech`: speech decoded once (any format), to check it
   before rendering and to pass to ``Pipeline.render``.
+* :func:`face_is_photo`: whether a face file is a photo or a video, by its content, as the
+  pipeline decides it.
 * Limits and names that front ends check as the pipeline does: :data:`DEFAULT_REFS`,
   :data:`MIN_REFS`/:data:`MAX_REFS`, :data:`MIN_SAMPLE_RATE`/:data:`MAX_SAMPLE_RATE`,
   :data:`BACKENDS`, :data:`FPS`, :data:`MIN_GATE_PSNR_DB` (defined once, in
@@ -38,10 +40,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Pipeline": "iplap.runtime.pipeline",
-    "PipelineConfig": "iplap.runtime.pipeline",
-    "StreamSession": "iplap.runtime.pipeline",
-    "Frame": "iplap.runtime.pipeline",
-    "RenderReport": "iplap.runtime.pipeline",
+    "PipelineConfig": "iplap.runtime.config",
+    "StreamSession": "iplap.runtime.session",
+    "Frame": "iplap.runtime.reports",
+    "RenderReport": "iplap.runtime.reports",
+    "face_is_photo": "iplap.runtime.face_source",
     "BackendConfig": "iplap.runtime.backends",
     "Avatar": "iplap.runtime.avatar",
     "Bundle": "iplap.runtime.bundle",
@@ -61,8 +64,7 @@ _LAZY = {
 __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
            "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
            "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError", "Pipeline",
-           "PipelineConfig", "RenderReport",
-           "Speech", "StreamSession", "__version__", "load_speech"]
+           "PipelineConfig", "RenderReport", "Speech", "StreamSession", "__version__", "face_is_photo", "load_speech"]
 
 
 def __getattr__(name: str):

@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .benchmarks import BENCH_REFS
 from .errors import IplapError
+from .runtime.constants import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS, MISSING_FACE_MODES
 
 log = logging.getLogger("iplap")
 
@@ -122,7 +124,7 @@ def _cmd_export(args) -> int:
     config = ExportConfig(
         landmark_checkpoint=args.landmark_checkpoint or directory / LANDMARK_GENERATOR_FILE,
         renderer_checkpoint=args.renderer_checkpoint or directory / RENDERER_FILE,
-        out=args.out, opset=args.opset, face_models=not args.no_face_models,
+        out_dir=args.out, opset=args.opset, face_models=not args.no_face_models,
         mediapipe_wheel=args.mediapipe_wheel, overwrite=args.force)
     bundle = export_bundle(config)
     print(f"bundle written to {bundle.root}", file=sys.stderr)
@@ -131,11 +133,12 @@ def _cmd_export(args) -> int:
 
 def _add_runtime_options(p) -> None:
     p.add_argument("--bundle", type=_path, required=True, help="model bundle folder (from iplap export)")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0])
     p.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, AUTO, ... (default CPU)")
     p.add_argument("--threads", type=int, default=0, help="threads for inference (default: all cores)")
     p.add_argument("--cache-dir", type=_path, help="OpenVINO model cache folder")
-    p.add_argument("--refs", type=int, default=25, help="number of reference images N (default 25)")
+    p.add_argument("--refs", type=int, default=DEFAULT_REFS,
+                   help=f"number of reference images N, {MIN_REFS} to {MAX_REFS} (default {DEFAULT_REFS})")
 
 
 #: Options that only the face's preparation uses (``run --avatar`` has them in the avatar).
@@ -148,7 +151,7 @@ def _add_prepare_options(p) -> None:
                       help="detect the face on every frame, as the original (the default)")
     mode.add_argument("--track", dest="face_mode", action="store_const", const="track",
                       help="follow the face from the previous frame's landmarks (faster)")
-    p.add_argument("--on-missing-face", choices=("pass", "fill", "error"), default=None,
+    p.add_argument("--on-missing-face", choices=MISSING_FACE_MODES, default=None,
                    help="frames of the face video without a face (fades, cut-aways): pass = leave them as they "
                         "are (default), fill = render the nearest frame's face onto them, error = refuse the video")
     p.add_argument("--smooth", action="store_true", default=None,
@@ -156,8 +159,8 @@ def _add_prepare_options(p) -> None:
 
 
 def _check_refs(args) -> None:
-    if not 1 <= args.refs <= 100:
-        raise IplapError(f"--refs must be between 1 and 100, got {args.refs}")
+    if not MIN_REFS <= args.refs <= MAX_REFS:
+        raise IplapError(f"--refs must be between {MIN_REFS} and {MAX_REFS}, got {args.refs}")
     if args.threads < 0:
         raise IplapError(f"--threads must be 0 (all cores) or more, got {args.threads}")
 
@@ -216,7 +219,7 @@ def _cmd_run(args) -> int:
     pipeline = _pipeline(args)
     face = pipeline.load_avatar(args.avatar) if args.avatar else args.face
     loading = time.perf_counter() - start
-    report = pipeline.render(face, args.audio, args.out, crf=args.crf, progress=not args.quiet)
+    report = pipeline.render(face, args.audio, args.out, crf=args.crf, show_progress=not args.quiet)
     _print_timing(report, str(report.path), loading)
     return EXIT_OK
 
@@ -238,7 +241,7 @@ def _cmd_prepare(args) -> int:
     from .runtime.media import check_output_path
 
     check_output_path(args.out)
-    avatar = _pipeline(args).prepare(args.face, progress=not args.quiet)
+    avatar = _pipeline(args).prepare(args.face, show_progress=not args.quiet)
     path = avatar.save(args.out)
     print(f"wrote avatar {path}: {avatar.n_frames} frames, {avatar.references.count} references "
           f"({avatar.references.distinct} distinct)", file=sys.stderr)
@@ -276,7 +279,7 @@ def _register_demo(sub) -> None:
     p.add_argument("--out", type=_path, default=Path("demo.mp4"), help="output mp4 (default demo.mp4)")
     p.add_argument("--cache-dir", type=_path, help="where the stand-in bundle is kept (default ~/.cache/iplap)")
     p.add_argument("--checkpoint-dir", type=_path, help="use these (official) checkpoints instead of stand-ins")
-    p.add_argument("--backend", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0])
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_demo)
@@ -286,7 +289,7 @@ def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.out, cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir, backend=args.backend,
-             threads=args.threads, progress=not args.quiet)
+             threads=args.threads, show_progress=not args.quiet)
     return EXIT_OK
 
 
@@ -303,15 +306,16 @@ def _register_bench(sub) -> None:
                        description="Measure the machine's convolution ceiling, then every configuration on fixed "
                                    "inputs made from the shipped samples, beside the original torch renderer when "
                                    "torch is installed; score each against fp32 at the same N and against the "
-                                   "original configuration (N=25, fp32), and end with the setting to use. Writes "
+                                   f"original configuration (N={DEFAULT_REFS}, fp32), and end with the setting to use. Writes "
                                    "results.json, results.md and PNG plots (needs the bench extra; the ceiling "
                                    "needs the calibrate extra).")
     p.add_argument("--bundle", type=_path, action="append",
                    help="a model bundle; repeat for several precisions (the fp32 one is the reference)")
     p.add_argument("--out", type=_path, help="output folder")
-    p.add_argument("--backends", default="onnxruntime,openvino", help="comma-separated (default both)")
+    p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default {','.join(BACKENDS)})")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
-    p.add_argument("--refs", type=_int_list, default=(5, 10, 25), help="numbers of references (default 5,10,25)")
+    p.add_argument("--refs", type=_int_list, default=BENCH_REFS,
+                   help=f"numbers of references (default {','.join(map(str, BENCH_REFS))})")
     p.add_argument("--threads", type=_int_list, help="thread counts (default: all cores)")
     p.add_argument("--frames", type=int, default=4, help="rendered frames timed per repeat (default 4)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
@@ -380,9 +384,9 @@ def _cmd_bench(args) -> int:
     from .benchmarks.bench import BenchConfig, run_bench
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
-    unknown = [b for b in backends if b not in ("onnxruntime", "openvino")]
+    unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise IplapError(f"unknown backend {unknown[0]!r}: choose onnxruntime and/or openvino")
+        raise IplapError(f"unknown backend {unknown[0]!r}: choose {' and/or '.join(BACKENDS)}")
     options = dict(backends=backends, device=args.device, torch_baseline=not args.no_torch,
                    renderer_checkpoint=args.renderer_checkpoint, threads=args.threads or (os.cpu_count() or 1,),
                    ceiling=not args.no_ceiling, budget=args.budget, min_psnr=args.min_psnr,
@@ -392,7 +396,7 @@ def _cmd_bench(args) -> int:
     else:
         config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs, frames=args.frames, repeats=args.repeats,
                              **options)
-    report = run_bench(config, progress=not args.quiet)
+    report = run_bench(config, show_progress=not args.quiet)
     print(f"wrote {args.out / 'results.md'}, results.json and plots", file=sys.stderr)
     print("\n".join(describe(report["recommendation"])))
     return EXIT_OK

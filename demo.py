@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .errors import BundleError, IplapError
+from .runtime.constants import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +46,36 @@ def demo_bundle(cache: Path, checkpoint_dir: Path | None = None) -> Path:
         checkpoint_dir = cache / "standin-checkpoints"
         write_standin_checkpoints(checkpoint_dir)
     name = "standin-bundle" if checkpoint_dir == cache / "standin-checkpoints" else "demo-bundle"
-    out = cache / name
-    config = ExportConfig.from_dir(checkpoint_dir, out, overwrite=True)
-    if out.exists():
+    bundle_dir = cache / name
+    config = ExportConfig.from_dir(checkpoint_dir, bundle_dir, overwrite=True)
+    if bundle_dir.exists():
         try:
-            bundle = Bundle.load(out)
+            bundle = Bundle.load(bundle_dir)
             wanted = {"landmark_generator": sha256_file(config.landmark_checkpoint),
                       "renderer": sha256_file(config.renderer_checkpoint)}
             if all(bundle.manifest["checkpoints"][k]["sha256"] == v for k, v in wanted.items()):
-                return out
+                return bundle_dir
         except (BundleError, KeyError):
             pass
-    print(f"exporting a model bundle to {out} (once; about two minutes)...", file=sys.stderr)
+    print(f"exporting a model bundle to {bundle_dir} (once; about two minutes)...", file=sys.stderr)
     return export_bundle(config).root
 
 
-def run_demo(out: Path, cache_dir: Path | None = None, checkpoint_dir: Path | None = None,
-             backend: str = "onnxruntime", threads: int = 0, progress: bool = True) -> Path:
+def run_demo(out_path: Path, cache_dir: Path | None = None, checkpoint_dir: Path | None = None,
+             backend: str = BACKENDS[0], threads: int = 0, show_progress: bool = True) -> Path:
     from .runtime.backends import BackendConfig
     from .runtime.media import check_output_path
     from .runtime.pipeline import Pipeline, PipelineConfig
     from .samples import FACE_IMAGE, SPEECH_16K
 
-    check_output_path(out)
+    check_output_path(out_path)
     cache = resolve_cache_dir(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     bundle = demo_bundle(cache, checkpoint_dir)
     if checkpoint_dir is None:
         print(STANDIN_NOTE, file=sys.stderr)
     pipeline = Pipeline(bundle, PipelineConfig(backend=BackendConfig(backend=backend, threads=threads)))
-    report = pipeline.render(FACE_IMAGE, SPEECH_16K, out, progress=progress)
+    report = pipeline.render(FACE_IMAGE, SPEECH_16K, out_path, show_progress=show_progress)
     print(f"wrote {report.path}: {report.frames} frames ({report.seconds_per_frame:.2f} s per frame)",
           file=sys.stderr)
     return report.path

@@ -44,5 +44,5 @@ def render_job(bundle: Path, avatar: Path, audio: Path, options: JobOptions, thr
                on_frame=None) -> Rendered:
     """Render ``audio`` with the prepared ``avatar`` into ``out`` (written whole or not at all)."""
     pipeline = pipeline_for(bundle, options, threads)
-    report = pipeline.render(pipeline.load_avatar(avatar), audio, out, crf=options.crf, on_frame=on_frame)
+    report = pipeline.render(pipeline.load_avatar(avatar), audio, out, crf=options.crf, on_progress=on_frame)
     return Rendered(report.frames, report.wall_seconds)

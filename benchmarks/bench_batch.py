@@ -46,11 +46,11 @@ def make_inputs(folder: Path) -> Path:
     return folder / "jobs.csv"
 
 
-def run_batch(manifest: Path, bundle: Path, out: Path, extra: list[str]) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
+def run_batch(manifest: Path, bundle: Path, out_dir: Path, extra: list[str]) -> dict:
+    shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "iplap", "batch", str(manifest), "--bundle", str(bundle), "--out",
-                             str(out), "--quiet", *extra], capture_output=True, text=True)
+                             str(out_dir), "--quiet", *extra], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"iplap batch failed ({result.returncode}):\n{result.stderr[:3000]}")

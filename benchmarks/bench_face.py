@@ -40,6 +40,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..runtime.constants import BACKENDS
+
 
 def place_photo(image: np.ndarray, frame_size: tuple[int, int], side: int) -> np.ndarray:
     """The photo scaled to ``side`` pixels (at most the frame's height) and centred in a grey frame."""
@@ -90,16 +92,16 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
     track = FaceTracker.from_models(static.detector, static.mesh, static.full_range, FaceTrackerConfig(mode="track"))
     photo = cv2.imread(str(FACE_IMAGE))
     height, width = photo.shape[:2]
-    out: dict = {"backend": backend_name, "threads": threads}
+    result: dict = {"backend": backend_name, "threads": threads}
 
-    out["static_ms"] = _timed(lambda: static.process(photo), repeats)
-    out["detect_ms"] = _timed(lambda: static.detect(photo), repeats)
+    result["static_ms"] = _timed(lambda: static.process(photo), repeats)
+    result["detect_ms"] = _timed(lambda: static.detect(photo), repeats)
 
-    out["frames"] = {}
+    result["frames"] = {}
     for size in frame_sizes:
         frame = place_photo(photo, size, min(size))
         track.reset()  # after the first call, each call follows the previous landmarks: mesh only
-        out["frames"][f"{size[0]}x{size[1]}"] = {"static_ms": _timed(lambda: static.process(frame), repeats),
+        result["frames"][f"{size[0]}x{size[1]}"] = {"static_ms": _timed(lambda: static.process(frame), repeats),
                                                  "track_ms": _timed(lambda: track.process(frame), repeats)}
 
     clip = head_motion_frames(2.0, image=photo)
@@ -112,18 +114,18 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
             start = time.perf_counter()
             track.process(frame)
             per_frame.append(time.perf_counter() - start)
-    out["track_ms"] = statistics.median(per_frame) * 1000.0
+    result["track_ms"] = statistics.median(per_frame) * 1000.0
 
     tracked = list(track.process_video(clip))
     diffs = [np.linalg.norm(_pixels(a, width, height, used) - _pixels(static.process(f), width, height, used), axis=1)
              for a, f in zip(tracked, clip, strict=True)]
-    out["track_vs_static_px"] = {"mean": float(np.mean(diffs)), "max": float(np.max(diffs))}
+    result["track_vs_static_px"] = {"mean": float(np.mean(diffs)), "max": float(np.max(diffs))}
 
     big_4k = place_photo(photo, (3840, 2160), 2160)
     small_4k = place_photo(photo, (3840, 2160), 2150)  # a 420 px face, as in the small-face goldens
-    out["detect_4k_ms"] = _timed(lambda: static.detector.detect(big_4k), repeats)
-    out["detect_4k_small_face_ms"] = _timed(lambda: static.detect(small_4k), max(3, repeats // 3))
-    out["detect_4k_small_face_found"] = len(static.detect(small_4k))
+    result["detect_4k_ms"] = _timed(lambda: static.detector.detect(big_4k), repeats)
+    result["detect_4k_small_face_ms"] = _timed(lambda: static.detect(small_4k), max(3, repeats // 3))
+    result["detect_4k_small_face_found"] = len(static.detect(small_4k))
 
     noisy, matrices = head_motion(2.0, image=photo, noise=3.0, seed=1)
     base = _pixels(static.process(photo), width, height, used)
@@ -134,18 +136,18 @@ def bench_backend(models: Path, backend_name: str, threads: int, repeats: int,
         points = np.stack([_pixels(r, width, height, used) for r in tracker.process_video(noisy)])
         motion = np.linalg.norm(np.diff(points, axis=0), axis=2)
         wrong_motion = np.linalg.norm(np.diff(points, axis=0) - np.diff(truth, axis=0), axis=2)
-        out[f"smoothing_{label}"] = {"frame_motion_px": float(motion.mean()),
+        result[f"smoothing_{label}"] = {"frame_motion_px": float(motion.mean()),
                                      "motion_error_px": float(wrong_motion.mean()),
                                      "error_vs_truth_px": float(np.linalg.norm(points - truth, axis=2).mean())}
-    out["smoothing_true_frame_motion_px"] = float(np.linalg.norm(np.diff(truth, axis=0), axis=2).mean())
-    return out
+    result["smoothing_true_frame_motion_px"] = float(np.linalg.norm(np.diff(truth, axis=0), axis=2).mean())
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, help="folder written by iplap.export.facemodels.export_face_models")
     parser.add_argument("--mediapipe-wheel", type=Path, help="wheel to export from when --models is not given")
-    parser.add_argument("--backend", choices=("onnxruntime", "openvino", "both"), default="both")
+    parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--frame-sizes", type=parse_frame_sizes, default="720x528,1920x1080",
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print("exporting the face models ...", file=sys.stderr)
             models = Path(tmp)
             export_face_models(models, args.mediapipe_wheel, check=False)
-        backends = ("onnxruntime", "openvino") if args.backend == "both" else (args.backend,)
+        backends = BACKENDS if args.backend == "both" else (args.backend,)
         results = [bench_backend(models, name, args.threads, args.repeats, tuple(args.frame_sizes))
                    for name in backends]
 

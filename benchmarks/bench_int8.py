@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.bundle import GRAPH_NAMES as GRAPHS
+from ..runtime.constants import DEFAULT_REFS
 
 RENDERER_STAGES = ("flow_modulations", "flow_head", "warp", "translation")
 
@@ -63,13 +64,13 @@ def graph_macs(onnx_path: Path, feeds: dict[str, np.ndarray | tuple[int, ...]]) 
     total = 0
     for node in model.graph.node:
         if node.op_type == "Conv":
-            out, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
-            if out and weight and all(out):
-                total += int(np.prod(out)) * int(np.prod(weight[1:]))
+            out_shape, weight = shapes.get(node.output[0]), shapes.get(node.input[1])
+            if out_shape and weight and all(out_shape):
+                total += int(np.prod(out_shape)) * int(np.prod(weight[1:]))
         elif node.op_type in ("Gemm", "MatMul"):
-            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
-            if a and out and all(out) and all(a):
-                total += int(np.prod(out)) * a[-1]
+            a, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if a and out_shape and all(out_shape) and all(a):
+                total += int(np.prod(out_shape)) * a[-1]
     return total
 
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="the fp32 bundle")
     parser.add_argument("--int8", type=Path, required=True, help="the calibrated bundle made from it")
-    parser.add_argument("--refs", type=int, default=25)
+    parser.add_argument("--refs", type=int, default=DEFAULT_REFS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4, help="rendered frames timed end to end")

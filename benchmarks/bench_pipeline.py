@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime.constants import DEFAULT_REFS, FPS
+
 
 def _speech(seconds: float, path: Path) -> Path:
     import soundfile
@@ -48,7 +50,9 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     from ..runtime.audio import load_audio
     from ..runtime.backends import BackendConfig
     from ..runtime.media import VideoScan, VideoWriter
-    from ..runtime.pipeline import RENDERER_GRAPHS, Pipeline, PipelineConfig, StageClock, track_faces
+    from ..runtime.pipeline import Pipeline, PipelineConfig
+    from ..runtime.reports import RENDERER_GRAPHS, StageClock
+    from ..runtime.tracking import track_faces
     from ..samples.clip import head_motion_frames, write_clip
     from .timing import time_renders
 
@@ -89,18 +93,18 @@ def peak_memory(bundle: Path, seconds: float, refs: int, threads: int, tmp: Path
     args = [sys.executable, "-c", code, "run", "--bundle", str(bundle), "--face", str(clip), "--audio", str(speech),
             "--out", str(tmp / f"out{seconds:g}.mp4"), "--refs", str(refs), "--threads", str(threads), "--quiet"]
     start = time.perf_counter()
-    out = subprocess.run(args, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "iplap run failed")
-    peak = next(float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("PEAK_RSS_MB"))
-    return {"seconds": seconds, "frames": int(seconds * 25), "peak_rss_mb": peak,
+    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "iplap run failed")
+    peak = next(float(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("PEAK_RSS_MB"))
+    return {"seconds": seconds, "frames": int(seconds * FPS), "peak_rss_mb": peak,
             "wall_s": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--refs", type=int, default=25)
+    parser.add_argument("--refs", type=int, default=DEFAULT_REFS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--backends", default="onnxruntime,openvino")

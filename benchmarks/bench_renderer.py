@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime.constants import BACKENDS, DEFAULT_REFS
+
 
 def realistic_inputs(n_refs: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Renderer inputs made from the sample photo: face crops, sketches, a mel window."""
@@ -92,9 +94,9 @@ def time_split(bundle_dir: Path, backend: str, inputs: dict, threads: int, repea
     times, stages = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        out = renderer.render(refs, inputs["face"], inputs["target_sketches"], inputs["mel"])
+        result = renderer.render(refs, inputs["face"], inputs["target_sketches"], inputs["mel"])
         times.append(time.perf_counter() - start)
-        stages.append(out.seconds)
+        stages.append(result.seconds)
     stage_median = {k: _median([s[k] for s in stages]) for k in stages[0]}
     return {"per_frame_s": _median(times), "runs_s": times, "per_video_s": per_video, "stages_s": stage_median,
             "face": out.face}
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--checkpoint-dir", type=Path)
-    parser.add_argument("--refs", type=int, default=25)
+    parser.add_argument("--refs", type=int, default=DEFAULT_REFS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-torch", action="store_true")
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             print("timing the torch original...", file=sys.stderr)
             results["torch original"] = time_torch_original(checkpoint_dir / "renderer_checkpoint.pth", inputs,
                                                             args.threads, args.repeats)
-        for backend in ("onnxruntime", "openvino"):
+        for backend in BACKENDS:
             print(f"timing split on {backend}...", file=sys.stderr)
             results[f"split {backend}"] = time_split(bundle, backend, inputs, args.threads, args.repeats)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime.constants import DEFAULT_REFS
+
 
 def random_inputs(graph: str, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs of ``graph`` with ``batch`` for its dynamic axis, uniform in each input's range."""
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, action="append", required=True)
     parser.add_argument("--graph", default="flow_head")
-    parser.add_argument("--refs", type=int, default=25, help="batch of the per-reference graphs (default 25)")
+    parser.add_argument("--refs", type=int, default=DEFAULT_REFS,
+                        help=f"batch of the per-reference graphs (default {DEFAULT_REFS})")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--backends", default="onnxruntime,openvino")

@@ -48,12 +48,12 @@ class GraphFiles:
     openvino: Path | None = None  # the .xml; its .bin sits beside it
 
 
-def write_bundle(source: Bundle, out: Path, tag: str, replacements: dict[str, GraphFiles], manifest_update: dict,
+def write_bundle(source: Bundle, bundle_dir: Path, tag: str, replacements: dict[str, GraphFiles], manifest_update: dict,
                  overwrite: bool = False) -> Bundle:
-    """Write ``source`` with ``replacements`` to ``out``; new files are named ``GRAPH.TAG.onnx`` and
+    """Write ``source`` with ``replacements`` to ``bundle_dir``; new files are named ``GRAPH.TAG.onnx`` and
     ``openvino/GRAPH.TAG.xml``. ``manifest_update`` is merged into the top level of the manifest."""
-    out = Path(out)
-    check_destination(out, overwrite)
+    bundle_dir = Path(bundle_dir)
+    check_destination(bundle_dir, overwrite)
     manifest = copy.deepcopy(source.manifest)
     manifest.update(copy.deepcopy(manifest_update))
     replaced: dict[str, str] = {}  # source rel path -> new rel path
@@ -83,7 +83,7 @@ def write_bundle(source: Bundle, out: Path, tag: str, replacements: dict[str, Gr
             _copy(path, work / rel)
         return manifest
 
-    return write_bundle_atomically(out, fill)
+    return write_bundle_atomically(bundle_dir, fill)
 
 
 def _copy(src: Path, dst: Path) -> None:

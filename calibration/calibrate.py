@@ -29,6 +29,7 @@ from .. import __version__
 from ..errors import IplapError
 from ..runtime.backends import BackendConfig, InferenceModel, load_model, openvino_core
 from ..runtime.bundle import GRAPH_BY_NAME, Bundle, package_versions
+from ..runtime.constants import BACKENDS, DEFAULT_REFS
 from ..runtime.pipeline import Pipeline, PipelineConfig
 from .bundle import GraphFiles, check_destination, check_source, write_bundle
 from .evaluate import Evaluator, Metrics
@@ -38,7 +39,6 @@ from .record import GRAPH_NAMES, Clip, Recording, assign_roles, default_clips, r
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "openvino")
 #: The OpenVINO inference precision hint each bundle precision is meant to run with (the
 #: manifest's ``openvino_inference_precision``). int8 asks for f32 so that the layers kept
 #: in float run as the gate measured them, also on CPUs whose default is bf16.
@@ -59,7 +59,7 @@ class CalibrateConfig:
 
     Attributes:
         bundle: the fp32 bundle (from ``iplap export``).
-        out: the calibrated bundle folder to create.
+        out_dir: the calibrated bundle folder to create.
         clips: calibration clips; empty: the shipped samples (see :func:`default_clips`).
         recipe: precision and what to quantize how (:class:`Recipe`).
         gate: accuracy thresholds (:class:`Gate`).
@@ -72,17 +72,17 @@ class CalibrateConfig:
         fallback: let graphs fall back to fp32 until the gate passes (off: the recipe as given).
         allow_unverified: write a bf16/fp16 bundle even where this machine cannot execute
             that precision (the gate then measures f32 compute only).
-        overwrite: replace an existing bundle at ``out``.
+        overwrite: replace an existing bundle at ``out_dir``.
         workdir: folder for recorded samples and candidates (default: a temporary folder).
     """
 
     bundle: Path
-    out: Path
+    out_dir: Path
     clips: tuple[Clip, ...] = ()
     recipe: Recipe = field(default_factory=Recipe)
     gate: Gate = field(default_factory=Gate)
     budget: DataBudget = field(default_factory=DataBudget)
-    refs: int = 25
+    refs: int = DEFAULT_REFS
     threads: int = 0
     device: str = "CPU"
     sensitivity: bool = False
@@ -174,7 +174,7 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
     start = time.perf_counter()
     source = Bundle.load(config.bundle)
     check_source(source)
-    check_destination(Path(config.out), config.overwrite)
+    check_destination(Path(config.out_dir), config.overwrite)
     recipe = config.recipe
     if recipe.precision in ("bf16", "fp16"):
         check_executable(config, source)
@@ -198,7 +198,7 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
                 raise GateError(f"the {recipe.precision} graphs fail the accuracy gate on {backend}{fell}: "
                                 f"{'; '.join(result.failures)} (held-out data, against fp32); nothing was written")
             results[backend] = result
-        bundle = write_bundle(source, Path(config.out), recipe.precision,
+        bundle = write_bundle(source, Path(config.out_dir), recipe.precision,
                               _replacements(results), _manifest(config, source, recording, results),
                               overwrite=config.overwrite)
     return CalibrationResult(bundle, results, recording.summary(), time.perf_counter() - start)

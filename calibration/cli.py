@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import IplapError
 from ..runtime.bundle import GRAPH_NAMES as GRAPHS
+from ..runtime.constants import DEFAULT_REFS, MIN_GATE_PSNR_DB
 
 
 _DESCRIPTION = """\
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
     data.add_argument("--flow-head-batch", type=int, metavar="N", default=8,
                       help="references kept per recorded flow_head input (default 8)")
     gate = p.add_argument_group("accuracy gate (held-out data, against fp32)")
-    gate.add_argument("--min-psnr", type=float, metavar="DB", default=35.0, help="mean PSNR of the generated faces, dB (default 35)")
+    gate.add_argument("--min-psnr", type=float, metavar="DB", default=MIN_GATE_PSNR_DB,
+                      help=f"mean PSNR of the generated faces, dB (default {MIN_GATE_PSNR_DB:g})")
     gate.add_argument("--max-landmark-error", type=float, metavar="PX", default=0.5,
                       help="mean landmark error, pixels of a 128 px crop (default 0.5)")
     gate.add_argument("--min-ssim", type=float, metavar="SSIM", help="mean SSIM of the generated faces (default: not gated)")
@@ -90,7 +92,8 @@ def register(subparsers) -> None:
     recipe.add_argument("--nncf-preset", choices=("mixed", "performance"), default="mixed")
     recipe.add_argument("--no-bias-correction", action="store_true", help="no NNCF fast bias correction")
     run = p.add_argument_group("running")
-    run.add_argument("--refs", type=int, metavar="N", default=25, help="number of reference images N (default 25)")
+    run.add_argument("--refs", type=int, metavar="N", default=DEFAULT_REFS,
+                     help=f"number of reference images N (default {DEFAULT_REFS})")
     run.add_argument("--threads", type=int, metavar="N", default=0, help="inference threads (default: all cores)")
     run.add_argument("--device", default="CPU", help="OpenVINO device the openvino graphs are gated on (default CPU)")
     run.add_argument("--allow-unverified", action="store_true",
@@ -138,7 +141,7 @@ def run_calibrate(args) -> int:
                     ort=OrtOptions(method=args.ort_method, reduce_range=not args.no_reduce_range),
                     nncf=NncfOptions(preset=args.nncf_preset, fast_bias_correction=not args.no_bias_correction))
     config = CalibrateConfig(
-        bundle=args.bundle, out=args.out, clips=_clips(args), recipe=recipe,
+        bundle=args.bundle, out_dir=args.out, clips=_clips(args), recipe=recipe,
         gate=Gate(args.min_psnr, args.max_landmark_error, args.min_ssim, args.max_landmark_error_peak),
         budget=DataBudget(args.calibration_frames, args.heldout_frames, args.samples, args.flow_head_batch),
         refs=args.refs, threads=args.threads, device=args.device, sensitivity=args.sensitivity,

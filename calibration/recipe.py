@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..errors import IplapError
 from ..runtime.bundle import GRAPH_BY_NAME
+from ..runtime.constants import MIN_GATE_PSNR_DB
 from .rewrite import REWRITES
 
 PRECISIONS = ("int8", "bf16", "fp16")
@@ -223,7 +224,7 @@ class Gate:
         max_landmark_max_px: largest landmark error (None: reported, not gated).
     """
 
-    min_psnr: float = 35.0
+    min_psnr: float = MIN_GATE_PSNR_DB
     max_landmark_mean_px: float = 0.5
     min_ssim: float | None = None
     max_landmark_max_px: float | None = None

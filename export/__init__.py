@@ -1,1 +1,9 @@
-"""Export: official (or stand-in) checkpoints -> a model bundle of ONNX and OpenVINO graphs (needs torch)."""
+"""Export: official (or stand-in) checkpoints -> a model bundle of ONNX and OpenVINO graphs (needs torch).
+
+* :mod:`.bundle_writer` - ``iplap export``: the checkpoints to a verified bundle, written atomically;
+* :mod:`.graphs` - the exact split of IP_LAP into the bundle's graphs;
+* :mod:`.onnx_export` - one graph to ONNX and OpenVINO IR, checked against PyTorch;
+* :mod:`.facemodels` - MediaPipe's face models from the pinned wheel, converted to ONNX and IR
+  (a TFLite reader and converter, and its checks against mediapipe, in one module: its
+  docstring says why it is long).
+"""

@@ -34,24 +34,24 @@ class ExportConfig:
     Attributes:
         landmark_checkpoint: ``landmarkgenerator_checkpoint.pth`` (official or stand-in).
         renderer_checkpoint: ``renderer_checkpoint.pth``.
-        out: the bundle folder to create.
+        out_dir: the bundle folder to create.
         opset: ONNX opset of every graph.
         face_models: also convert MediaPipe's face models into the bundle.
         mediapipe_wheel: a local mediapipe 0.10.21 wheel to take them from (else downloaded).
-        overwrite: replace an existing bundle at ``out``.
+        overwrite: replace an existing bundle at ``out_dir``.
     """
 
     landmark_checkpoint: Path
     renderer_checkpoint: Path
-    out: Path
+    out_dir: Path
     opset: int = OPSET
     face_models: bool = True
     mediapipe_wheel: Path | None = None
     overwrite: bool = False
 
     @classmethod
-    def from_dir(cls, checkpoint_dir: Path, out: Path, **kwargs) -> "ExportConfig":
-        return cls(Path(checkpoint_dir) / LANDMARK_GENERATOR_FILE, Path(checkpoint_dir) / RENDERER_FILE, Path(out),
+    def from_dir(cls, checkpoint_dir: Path, out_dir: Path, **kwargs) -> "ExportConfig":
+        return cls(Path(checkpoint_dir) / LANDMARK_GENERATOR_FILE, Path(checkpoint_dir) / RENDERER_FILE, Path(out_dir),
                    **kwargs)
 
 
@@ -93,8 +93,8 @@ def _rel(path: Path, root: Path) -> str:
 
 def export_bundle(config: ExportConfig) -> Bundle:
     """Export, check and write a bundle; returns it loaded and verified."""
-    out = Path(config.out)
-    check_destination(out, config.overwrite)
+    bundle_dir = Path(config.out_dir)
+    check_destination(bundle_dir, config.overwrite)
     landmark_generator = load_landmark_generator(config.landmark_checkpoint)
     renderer = load_renderer(config.renderer_checkpoint)
     checkpoints = {"landmark_generator": config.landmark_checkpoint, "renderer": config.renderer_checkpoint}
@@ -133,7 +133,7 @@ def export_bundle(config: ExportConfig) -> Bundle:
             "face_models": face_models,
         }
 
-    return write_bundle_atomically(out, fill)
+    return write_bundle_atomically(bundle_dir, fill)
 
 
 def _export_face_models(out_dir: Path, wheel: Path | None, root: Path) -> dict[str, str]:

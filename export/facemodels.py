@@ -33,6 +33,10 @@ The ONNX graphs keep the TFLite signature: the same input and output names, NHWC
 and the TFLite output shapes; inside, activations are NCHW.
 
 Needs ``onnx``, ``openvino`` and ``tflite`` (the flatbuffer schema) at export time only.
+
+Why one long module: the steps above share one private model of a TFLite graph (its
+tensors, ops and buffers), which the converter's op handlers and the checks both read;
+nothing outside this module uses it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import IplapError
+from ..runtime.constants import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +150,7 @@ class _Tensor:
 
 @dataclass
 class _Op:
-    kind: str
+    opcode: str  # the builtin op's name, or the custom op's
     version: int
     inputs: list[int]
     outputs: list[int]
@@ -186,10 +191,10 @@ def _read_tflite(data: bytes) -> tuple[list[_Tensor], list[_Op], list[int], list
         op = graph.Operators(j)
         code = model.OperatorCodes(op.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        kind = builtin_names[builtin]
-        if kind == "CUSTOM":
-            kind = code.CustomCode().decode()
-        ops.append(_Op(kind, code.Version(), [int(k) for k in op.InputsAsNumpy()],
+        opcode = builtin_names[builtin]
+        if opcode == "CUSTOM":
+            opcode = code.CustomCode().decode()
+        ops.append(_Op(opcode, code.Version(), [int(k) for k in op.InputsAsNumpy()],
                        [int(k) for k in op.OutputsAsNumpy()], op))
     return tensors, ops, [int(k) for k in graph.InputsAsNumpy()], [int(k) for k in graph.OutputsAsNumpy()]
 
@@ -204,10 +209,10 @@ def _densify(values: np.ndarray, sparsity, shape: tuple[int, ...]) -> np.ndarray
     dense = np.zeros(shape, values.dtype)
     metas = [sparsity.DimMetadata(d) for d in range(sparsity.DimMetadataLength())]
 
-    def vector(table, kind):
+    def vector(table, vector_type):
         holder = {tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
                   tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
-                  tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}[kind]()
+                  tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}[vector_type]()
         holder.Init(table.Bytes, table.Pos)
         return holder.ValuesAsNumpy()
 
@@ -324,9 +329,9 @@ class _Converter:
 
     # ops ---------------------------------------------------------------------------------
     def convert(self, op: _Op) -> None:
-        handler = getattr(self, "op_" + op.kind, None)
+        handler = getattr(self, "op_" + op.opcode, None)
         if handler is None:
-            raise FaceModelExportError(f"TFLite op {op.kind} is not supported by this converter")
+            raise FaceModelExportError(f"TFLite op {op.opcode} is not supported by this converter")
         out = handler(op)
         if out is not None:
             self.names[op.outputs[0]] = out
@@ -376,7 +381,7 @@ class _Converter:
             value = self.tensors[index].value
             if other == 4 and len(self.tensors[index].shape) < 4:
                 if value is None:
-                    raise FaceModelExportError(f"{op.kind}: broadcasting an activation against a 4-D one")
+                    raise FaceModelExportError(f"{op.opcode}: broadcasting an activation against a 4-D one")
                 # NHWC broadcasting aligns trailing axes (channels last): pad to rank 4, then to NCHW
                 value = value.astype(np.float32).reshape((1,) * (4 - value.ndim) + value.shape)
                 operands.append(self.const(value.transpose(0, 3, 1, 2), "w"))
@@ -792,7 +797,7 @@ def export_face_models(out_dir: Path, wheel: Path | None = None, *, check: bool 
         log.info("wrote %s (%.1f MB) in %.1f s", onnx_path.name, onnx_path.stat().st_size / 1e6,
                  time.perf_counter() - start)
     if check:
-        for backend in ("onnxruntime", "openvino") if openvino_ir else ("onnxruntime",):
+        for backend in BACKENDS if openvino_ir else ("onnxruntime",):
             error = _check_mesh(written, backend)
             log.info("face pipeline (%s) is within %.3f px of MediaPipe on the sample photo", backend, error)
     return written

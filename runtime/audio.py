@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import LimitError, MediaError, first_line
 from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
+from .files import check_input_file
 from .resample import resample_like_librosa
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,7 @@ def load_speech(path: str | Path, max_seconds: float | None = None, name: str | 
     """
     path = Path(path)
     shown = name or str(path)
-    if path.is_dir():
-        raise MediaError(f"audio path is a folder: {shown}")
-    if not path.is_file():
-        raise MediaError(f"audio file not found: {shown}")
-    if path.stat().st_size == 0:
-        raise MediaError(f"audio file is empty: {shown}")
+    check_input_file(path, "audio", shown)
     speech = _decode_soundfile(path, max_seconds, shown) or _decode_pyav(path, max_seconds, shown)
     if speech.samples.shape[0] == 0:
         raise MediaError(f"no audio samples in {shown}")

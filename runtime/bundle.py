@@ -58,8 +58,8 @@ B = "batch"
 _MEL = (-4.0, 4.0)
 _SKETCH = (0.0, 224 / 255)
 #: Names of the 12 SPADE modulation maps of the flow network, in order.
-MODULATION_NAMES = tuple(f"{block}_{kind}{layer}" for block in ("spade1", "spade2", "spade4")
-                         for layer in (1, 2) for kind in ("gamma", "beta"))
+MODULATION_NAMES = tuple(f"{block}_{param}{layer}" for block in ("spade1", "spade2", "spade4")
+                         for layer in (1, 2) for param in ("gamma", "beta"))
 _MOD_SHAPES = {"spade1": (1, 256, 64, 64), "spade2": (1, 256, 64, 64), "spade4": (1, 64, 128, 128)}
 
 
@@ -110,38 +110,38 @@ def package_versions(packages: Iterable[str], missing: str | None = "not install
     return versions
 
 
-def check_destination(out: str | Path, overwrite: bool) -> None:
+def check_destination(bundle_dir: str | Path, overwrite: bool) -> None:
     """Refuse to replace an existing bundle unless asked to (checked before any long work)."""
-    if Path(out).exists() and not overwrite:
-        raise BundleError(f"{out} already exists; allow overwriting to replace it", setting="overwrite",
+    if Path(bundle_dir).exists() and not overwrite:
+        raise BundleError(f"{bundle_dir} already exists; allow overwriting to replace it", setting="overwrite",
                           suggestion=True)
 
 
-def write_bundle_atomically(out: str | Path, fill: Callable[[Path], dict]) -> "Bundle":
-    """Create the bundle folder ``out`` all at once, or not at all.
+def write_bundle_atomically(bundle_dir: str | Path, fill: Callable[[Path], dict]) -> "Bundle":
+    """Create the bundle folder ``bundle_dir`` all at once, or not at all.
 
     ``fill(work)`` writes the bundle's files into ``work``, a temporary folder beside
-    ``out``, and returns the manifest. Then the creation time and every file's sha256 are
-    added, the manifest is written, and the folder replaces ``out`` in one step (see
+    ``bundle_dir``, and returns the manifest. Then the creation time and every file's sha256 are
+    added, the manifest is written, and the folder replaces ``bundle_dir`` in one step (see
     :func:`~iplap.runtime.files.replace_dir`: an existing bundle is swapped out, never
     removed first). On any error the temporary folder is removed, so a failed export or
     calibration leaves nothing and an old bundle stays as it was.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = create_temp_dir(out.parent, f".{out.name}.")
+    bundle_dir = Path(bundle_dir)
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = create_temp_dir(bundle_dir.parent, f".{bundle_dir.name}.")
     try:
         manifest = fill(work)
         manifest["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         manifest["files"] = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
                              if p.is_file()}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        replace_dir(work, out)
+        replace_dir(work, bundle_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    log.info("wrote bundle %s", out)
-    return Bundle.load(out)
+    log.info("wrote bundle %s", bundle_dir)
+    return Bundle.load(bundle_dir)
 
 
 @dataclass

@@ -29,3 +29,7 @@ BACKENDS = ("onnxruntime", "openvino")
 #: The calibration gate's default: a quantized bundle is kept only if its faces' mean PSNR
 #: against the exact (fp32) bundle reaches this many dB.
 MIN_GATE_PSNR_DB = 35.0
+#: How a pipeline follows faces from frame to frame (``PipelineConfig.face_mode``).
+FACE_MODES = ("static", "track")
+#: What to do with frames of the face video where no face is found (``PipelineConfig.on_missing_face``).
+MISSING_FACE_MODES = ("pass", "fill", "error")

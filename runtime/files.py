@@ -1,4 +1,5 @@
-"""Writing outputs all at once or not at all, without touching process-wide state.
+"""Writing outputs all at once or not at all, without touching process-wide state (and
+:func:`check_input_file`, the one check of an input file before it is read).
 
 Every output (an mp4, an avatar, a bundle folder) is written under a temporary name beside
 its destination and renamed into place when it is complete, so a failure or a crash never
@@ -24,7 +25,21 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import MediaError
+
 log = logging.getLogger(__name__)
+
+
+def check_input_file(path: Path, what: str, name: str | None = None) -> None:
+    """Refuse an input that is a folder, missing or empty, with a :class:`MediaError` naming
+    it (``what``: "audio", "face"; ``name``: how to name the file, its path by default)."""
+    shown = name or path
+    if path.is_dir():
+        raise MediaError(f"{what} path is a folder: {shown}")
+    if not path.is_file():
+        raise MediaError(f"{what} file not found: {shown}")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{what} file is empty: {shown}")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -9,6 +9,10 @@ grow with the video's length.
 
 Out: :class:`VideoWriter` encodes H.264 into an mp4 beside the destination, muxes the
 speech as AAC, and renames the file into place only when everything succeeded.
+
+Input and output live in one module because they share PyAV's container handling and the
+25 fps timeline (:class:`FrameTimeline`); whether a face file is a photo or a video is
+decided in :mod:`.face_source`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from .files import create_temp_file, move_into_place
 
 log = logging.getLogger(__name__)
 
+#: Names of photo files, for listing a folder (calibration data); a face file itself is told apart
+#: by its content (:func:`iplap.runtime.face_source.face_is_photo`).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -165,10 +171,6 @@ def _open_container(source: MediaSource) -> _Opened:
         raise MediaError(f"{_name(source)} has no video stream")
     return opened
 
-
-
-def is_image_file(path: Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 class VideoScan:

@@ -157,7 +157,7 @@ class JobQueue:
             if job.cancel_requested:
                 raise Cancelled
 
-        self.pipeline.render(avatar, job.audio, out, on_frame=on_frame)
+        self.pipeline.render(avatar, job.audio, out, on_progress=on_frame)
         job.path = out
 
     def _finish(self, job: Job, state: JobState, error: str | None = None) -> None:

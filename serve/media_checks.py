@@ -12,9 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
-from .. import IplapError, LimitError, load_speech
+from .. import IplapError, LimitError, face_is_photo, load_speech
 from .errors import ApiError
 
 
@@ -139,17 +137,3 @@ def check_speech(path: Path, name: str, max_seconds: float) -> None:
     except IplapError as exc:
         raise ApiError(413 if isinstance(exc, LimitError) else 422, exc.message) from None
 
-
-def face_is_photo(path: Path) -> bool:
-    """A photo (by content), else a video; IplapError for neither."""
-    if cv2.haveImageReader(str(path)):
-        return True
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if container.streams.video:
-                return False
-    except (av.FFmpegError, OSError, ValueError):
-        pass
-    raise IplapError("neither a photo nor a video")

@@ -154,8 +154,7 @@ class AvatarStore:
             folder = self.folder / avatar_id
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-            # The suffix only tells the pipeline an image from a video; the content decides the rest.
-            face = folder / ("face" + (".png" if photo else suffix or ".mp4"))
+            face = folder / ("face" + (suffix or ".bin"))  # the runtime tells a photo by its content
             shutil.move(str(upload_path), face)
             record = AvatarRecord(avatar_id, name, sha256, size, "image" if photo else "video")
             self._records[avatar_id] = record

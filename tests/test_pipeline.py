@@ -93,6 +93,28 @@ def test_photo_renders_only_the_face_region(pipeline, tmp_path):
     assert frames[0].tobytes() == frames[1].tobytes() == frames[2].tobytes()  # the first frame, three times
 
 
+
+def test_photo_or_video_is_told_by_content_not_by_name(pipeline, clip, tmp_path):
+    """A photo named .mp4 renders as a photo, a video named .png as a video (iplap.face_is_photo)."""
+    import iplap
+
+    photo = tmp_path / "photo.mp4"
+    shutil.copy(FACE_IMAGE, photo)
+    video = tmp_path / "video.png"
+    shutil.copy(clip, video)
+    assert iplap.face_is_photo(photo) and not iplap.face_is_photo(video)
+    assert iplap.face_is_photo(FACE_IMAGE) and not iplap.face_is_photo(clip)
+    as_photo, as_video = pipeline.prepare(photo), pipeline.prepare(video)
+    assert as_photo.is_image and as_photo.n_frames == 1
+    assert not as_video.is_image and as_video.n_frames == pipeline.prepare(clip).n_frames == 25
+    for avatar in (as_photo, as_video):
+        assert pipeline.render(avatar, _speech(tmp_path, 0.35), tmp_path / "o.mp4").frames == FRAMES_035
+    for name in ("notes.png", "notes.txt"):  # FFmpeg's demuxers chosen by these names find "video" in any file
+        text = tmp_path / name
+        text.write_text("not a face\n" * 50)
+        with pytest.raises(iplap.MediaError, match=f"^{name} is neither a photo nor a video$"):
+            iplap.face_is_photo(text)
+
 def test_streaming_does_not_depend_on_chunk_size(pipeline, clip):
     avatar = pipeline.prepare(clip)
     wav = load_audio(SPEECH_16K)[8000:8000 + int(0.45 * 16000)]
@@ -653,10 +675,10 @@ def test_prepare_reports_progress_and_render_can_be_stopped(pipeline, clip, tmp_
 
     out = tmp_path / "o.mp4"
     with pytest.raises(Stop):
-        pipeline.render(avatar, _speech(tmp_path), out, on_frame=stop_at_five)
+        pipeline.render(avatar, _speech(tmp_path), out, on_progress=stop_at_five)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix == ".mp4"]
     done = []
-    report = pipeline.render(avatar, iplap_speech(_speech(tmp_path)), out, on_frame=lambda d, t: done.append(d))
+    report = pipeline.render(avatar, iplap_speech(_speech(tmp_path)), out, on_progress=lambda d, t: done.append(d))
     assert done == list(range(1, 10)) and report.frames == 9 and out.exists()
 
 

@@ -227,9 +227,9 @@ def test_jobs_submitted_at_once_fill_the_free_slots_before_the_queue(tmp_path):
             return avatar
 
     class Pipeline:
-        def render(self, avatar, audio, out, on_frame):
+        def render(self, avatar, audio, out, on_progress):
             time.sleep(0.01)
-            on_frame(1, 1)
+            on_progress(1, 1)
 
     async def burst():
         queue = JobQueue(Pipeline(), Store(), Slots(2, max_queue=3), tmp_path / "jobs", keep=100)

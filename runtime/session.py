@@ -1,0 +1,188 @@
+"""One render's or stream's state: :class:`StreamSession` (audio in, frames out).
+
+The :class:`~iplap.runtime.pipeline.Pipeline` it renders with holds only loaded models; the
+session owns its audio, mel windows, face frame reader (from :mod:`~iplap.runtime.face_source`)
+and :class:`~iplap.runtime.reports.StageClock`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import MediaError
+from .audio import MelStream, MelWindows, min_speech_seconds
+from .avatar import Avatar
+from .compose import blend_face, face_to_uint8
+from .constants import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SAMPLE_RATE, T_FRAMES
+from .face_source import avatar_face
+from .landmarks import N_POSE, pingpong_index, split_pose_content
+from .reports import Frame, StageClock
+from .resample import KaiserResampler
+from .sketch import draw_sketches
+from .tracking import crop_face
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+class StreamSession:
+    """Everything one render or stream owns: its audio, mel windows, frame reader and clock.
+
+    Made by :meth:`Pipeline.open_stream` (and used by ``render`` and ``stream``). Use one
+    session from one thread at a time; any number of sessions of one pipeline may run at
+    once on other threads.
+
+    Audio contract of :meth:`accept`: float32 or float64 samples in [-1, 1], or int16
+    (scaled by 1/32768, as a 16-bit WAV is read), at the session's ``sample_rate`` (8 kHz to
+    192 kHz; resampled to 16 kHz with the original's filter), mono or stereo: stereo is
+    ``channels=2``, either interleaved in a flat array (whole frames: an even length) or
+    shaped (n, 2); the channels are averaged as the original does.
+    """
+
+    def __init__(self, pipeline: Pipeline, avatar: Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1,
+                 clock: StageClock | None = None):
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+                or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+            raise MediaError(f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
+                             f"got {sample_rate!r}")
+        if channels not in (1, 2):
+            raise MediaError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
+        self.pipeline, self.avatar = pipeline, avatar
+        self.sample_rate, self.channels = int(sample_rate), channels
+        self.clock = clock or StageClock()
+        self._resampler = KaiserResampler(self.sample_rate, SAMPLE_RATE) if self.sample_rate != SAMPLE_RATE else None
+        self._mel = MelStream()
+        self._windows = MelWindows()
+        self._samples = 0  # samples (per channel) accepted
+        self._finished = False
+        self._next = 0  # the next render
+        track = avatar.track
+        pose, content = split_pose_content(np.stack([track.normalised(int(k)) for k in avatar.landmark_ref_frames]))
+        self._ref_pose, self._ref_content = pose[None], content[None]
+        self._normalised: dict[int, np.ndarray] = {}
+        self._reader = None  # the face's frames by index, opened on the first render
+
+    # -- audio in -------------------------------------------------------------------------
+    def accept(self, samples) -> None:
+        """Add speech (see the class's audio contract); nothing is rendered here."""
+        if self._finished:
+            raise MediaError("the stream is finished: no more audio can be added")
+        mono = self._to_mono(samples)
+        self._samples += mono.size
+        if self._resampler is not None:
+            mono = self._resampler.push(mono)
+        self._windows.extend(self._mel.push(mono))
+
+    def finish(self) -> None:
+        """End of speech: the last frames become available."""
+        if self._finished:
+            return
+        if self._samples == 0:
+            raise MediaError("no audio samples were streamed")
+        if self._resampler is not None:
+            self._windows.extend(self._mel.push(self._resampler.flush()))
+        if self._mel.samples <= self._mel.config.n_fft // 2:
+            raise self._too_short()
+        self._windows.extend(self._mel.finish())
+        self._finished = True
+
+    def _to_mono(self, samples) -> np.ndarray:
+        x = np.asarray(samples)
+        if x.dtype == np.int16:
+            x = x.astype(np.float32) / np.float32(32768)
+        elif x.dtype in (np.float32, np.float64):
+            x = x.astype(np.float32, copy=False)
+        else:
+            raise MediaError(f"audio samples must be float32 or float64 in [-1, 1], or int16; got {x.dtype}")
+        if x.ndim == 1:
+            if x.size % self.channels:
+                raise MediaError(f"an interleaved stereo chunk must hold whole frames (an even number of samples); "
+                                 f"got {x.size}")
+            x = x.reshape(-1, self.channels)
+        elif x.ndim != 2 or x.shape[1] != self.channels:
+            raise MediaError(f"audio samples must be a flat array or shaped (n, {self.channels}) for "
+                             f"{self.channels} channel{'s' if self.channels > 1 else ''}; got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise MediaError("audio samples hold NaN or infinite values")
+        return np.ascontiguousarray(x[:, 0]) if self.channels == 1 else np.mean(x, axis=1, dtype=np.float32)
+
+    def _too_short(self) -> MediaError:
+        return MediaError(f"the audio is too short: {self._samples / self.sample_rate:.2f} s; at least "
+                          f"{min_speech_seconds():.2f} s are needed for one output frame")
+
+    # -- frames out -----------------------------------------------------------------------
+    @property
+    def frames_done(self) -> int:
+        """Output frames produced so far."""
+        return 0 if self._next == 0 else self._next + 2
+
+    def frames(self) -> Iterator[Frame]:
+        """Render and yield every frame whose audio is complete (lazily: one render per step)."""
+        while self._windows.available >= self._next + 3:  # window i + 2 is the last render i needs
+            i = self._next
+            produced = self._render(i)
+            self._next += 1  # before yielding: a caller that stops early does not get them twice
+            self._windows.drop_before(self._next - 2)
+            yield from produced
+        if self._finished and self._next == 0:
+            raise self._too_short()
+
+    def _frame_reader(self):
+        if self._reader is None:
+            self._reader = avatar_face(self.avatar).frames()
+        return self._reader
+
+    def _pose(self, k: int) -> np.ndarray:
+        if k not in self._normalised:
+            if len(self._normalised) > 64:
+                self._normalised.clear()
+            self._normalised[k] = self.avatar.track.normalised(k)
+        return self._normalised[k][:, :N_POSE]
+
+    def _render(self, i: int) -> list[Frame]:
+        pipeline, avatar, clock = self.pipeline, self.avatar, self.clock
+        track = avatar.track
+        before = dict(clock.totals)
+        seq = [pingpong_index(i + k, avatar.n_frames) for k in range(T_FRAMES)]
+        centre = seq[2]
+        indices = (0, 1, 2) if i == 0 else (i + 2,)
+        with clock.time("decode"):
+            background = self._frame_reader()[centre]
+        if track.passthrough[centre]:
+            seconds = clock.since(before)
+            return [Frame(index, background, i, seconds, passed_through=True) for index in indices]
+        with clock.time("landmarks"):
+            mels = np.stack([self._windows.window(max(0, i + k - 2)) for k in range(T_FRAMES)])[None, :, None]
+            pose = np.stack([self._pose(k) for k in seq])[None]
+            content = pipeline.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
+        with clock.time("sketches"):
+            full = np.concatenate([pose[0], content], axis=2)
+            sketches = draw_sketches(full, np.array([track.crop_hw(k) for k in seq]))
+        with clock.time("crop"):
+            face = crop_face(background, track.boxes[centre])
+        result = pipeline.renderer.render(avatar.references, face, sketches, self._windows.window(i))
+        for stage, seconds in result.seconds.items():  # flow_modulations, flow_head, warp, translation
+            clock.add(stage, seconds)
+        with clock.time("blend"):
+            box = tuple(int(v) for v in track.boxes[centre])
+            image = blend_face(background, face_to_uint8(result.face), box, track.landmarks[centre])
+        seconds = clock.since(before)
+        return [Frame(index, image, i, seconds, result.face, content) for index in indices]
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> StreamSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["StreamSession"]
