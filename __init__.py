@@ -15,6 +15,8 @@ What a program needs is here::
 * :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
 * :func:`load_speech` and :class:`Speech`: speech decoded once (any format), to check it
   before rendering and to pass to ``Pipeline.render``.
+* :func:`sha256_file`: a file's sha256, read a block at a time (how bundles and batch
+  records name content).
 * Limits and names that front ends check as the pipeline does: :data:`DEFAULT_REFS`,
   :data:`MIN_REFS`/:data:`MAX_REFS`, :data:`MIN_SAMPLE_RATE`/:data:`MAX_SAMPLE_RATE`,
   :data:`BACKENDS`, :data:`FPS`, :data:`MIN_GATE_PSNR_DB` (defined once, in
@@ -47,6 +49,7 @@ _LAZY = {
     "Bundle": "iplap.runtime.bundle",
     "Speech": "iplap.runtime.audio",
     "load_speech": "iplap.runtime.audio",
+    "sha256_file": "iplap.runtime.files",
     # the limits and names every front end checks the same way (runtime/constants.py)
     "FPS": "iplap.runtime.constants",
     "DEFAULT_REFS": "iplap.runtime.constants",
@@ -62,7 +65,7 @@ __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MI
            "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
            "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError", "Pipeline",
            "PipelineConfig", "RenderReport",
-           "Speech", "StreamSession", "__version__", "load_speech"]
+           "Speech", "StreamSession", "__version__", "load_speech", "sha256_file"]
 
 
 def __getattr__(name: str):

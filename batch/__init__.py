@@ -8,6 +8,7 @@ resumes where a crash or Ctrl-C stopped (:mod:`.run`).
 """
 
 from .manifest import BatchJob, JobOptions, ManifestError
-from .run import BatchConfig, Summary, run_batch
+from .config import BatchConfig
+from .run import Summary, run_batch
 
 __all__ = ["BatchConfig", "BatchJob", "JobOptions", "ManifestError", "Summary", "run_batch"]

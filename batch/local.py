@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..errors import IplapError, first_line
+from ..errors import Failure, IplapError
 from .plan import PrepareTask, RenderTask, Sink
 from .work import prepare_face, render_job
 
@@ -57,10 +57,10 @@ def _worker_main(conn, bundle: str, threads: int) -> None:
                     conn.send(("progress", task_id, done))
 
                 conn.send(("done", task_id, render_job(bundle_path, avatar, audio, options, threads, out, progress)))
-        except IplapError as exc:
-            conn.send(("failed", task_id, (exc.message, "input")))
         except Exception as exc:  # noqa: BLE001 - reported as the job's failure; the worker goes on
-            conn.send(("failed", task_id, (f"internal error ({type(exc).__name__}: {first_line(exc)})", "internal")))
+            if not isinstance(exc, IplapError):
+                log.exception("%s failed", kind)  # a bug: its traceback, in the worker's log
+            conn.send(("failed", task_id, Failure.of(exc)))
 
 
 class LocalRunner:
@@ -132,11 +132,11 @@ class LocalRunner:
                 ready.extend(_Queued(render, avatar=avatar) for render in task.renders())
             else:
                 for render in task.renders():
-                    sink.failed(render, *payload)
+                    sink.failed(render, payload)
         elif kind == "done":
             sink.rendered(task, task.temporary_output(self.work), payload)
         else:
-            sink.failed(task, *payload)
+            sink.failed(task, payload)
 
     def _died(self, worker: _Worker, ids, ready: deque, sink: Sink) -> None:
         task = worker.task
@@ -154,7 +154,7 @@ class LocalRunner:
         else:
             message = f"the worker died {queued.attempts + 1} times (last exit code {code})"
             for render in (task.renders() if isinstance(task, PrepareTask) else [task]):
-                sink.failed(render, message, "worker")
+                sink.failed(render, Failure.worker(message))
 
     def stop(self, graceful: bool = False) -> None:
         """End the workers: asked to leave when all went well, terminated otherwise (Ctrl-C, an

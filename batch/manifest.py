@@ -15,10 +15,12 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
 from ..errors import IplapError
 
 FIELDS = ("face", "audio", "out", "refs", "crf", "backend")
-BACKENDS = ("onnxruntime", "openvino")
+#: The H.264 quality (crf) range that x264 accepts.
+MIN_CRF, MAX_CRF = 0, 51
 _NAME = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -30,9 +32,9 @@ class ManifestError(IplapError):
 class JobOptions:
     """How one job renders (the defaults come from the command line)."""
 
-    refs: int = 25
+    refs: int = DEFAULT_REFS
     crf: int = 18
-    backend: str = "onnxruntime"
+    backend: str = BACKENDS[0]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +47,6 @@ class BatchJob:
     audio: Path
     out: str  # file name inside the output folder
     options: JobOptions
-
-    @property
-    def prepare_key(self) -> tuple:
-        """Jobs with the same face file and settings share one prepared avatar (by content, see ``run``)."""
-        return (self.options.refs, self.options.backend)
 
 
 def read_manifest(path: Path, defaults: JobOptions) -> list[BatchJob]:
@@ -157,7 +154,7 @@ def _job(line: int, row: dict, base: Path, defaults: JobOptions) -> tuple[BatchJ
 
 def _options(row: dict, defaults: JobOptions) -> tuple[JobOptions, list[str]]:
     errors, changes = [], {}
-    for name, low, high in (("refs", 1, 100), ("crf", 0, 51)):
+    for name, low, high in (("refs", MIN_REFS, MAX_REFS), ("crf", MIN_CRF, MAX_CRF)):
         if name in row:
             try:
                 value = int(str(row[name]))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import Failure
 from .manifest import BatchJob, JobOptions
 
 
@@ -69,4 +70,4 @@ class Sink(Protocol):
 
     def rendered(self, task: RenderTask, output: Path | bytes, rendered) -> None: ...
 
-    def failed(self, task: RenderTask, message: str, kind: str) -> None: ...
+    def failed(self, task: RenderTask, failure: Failure) -> None: ...

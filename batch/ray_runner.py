@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from .. import Bundle, IplapError
-from ..errors import first_line
+from ..errors import Failure, first_line
 from .manifest import JobOptions
 from .plan import PrepareTask, RenderTask, Sink
 from .work import Rendered, prepare_face, render_job
@@ -121,14 +121,10 @@ class RayRunner:
         try:
             mp4, rendered = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, IplapError):
-                sink.failed(job, cause.message, "input")
-            else:
-                sink.failed(job, f"internal error ({type(cause).__name__}: {first_line(cause)})", "internal")
+            sink.failed(job, Failure.of(exc.cause))
             return
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as exc:
-            sink.failed(job, f"its worker died {self.retries + 1} times ({type(exc).__name__})", "worker")
+            sink.failed(job, Failure.worker(f"its worker died {self.retries + 1} times ({type(exc).__name__})"))
             return
         sink.rendered(job, mp4, rendered)

@@ -10,7 +10,6 @@ recorded with its one-line error and the others go on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import Bundle, IplapError
+from .. import Bundle, IplapError, sha256_file
+from ..errors import Failure, Fault
+from .config import BatchConfig
 from .manifest import BatchJob, JobOptions, read_manifest
 from .plan import RenderTask, plan
 
@@ -30,54 +31,12 @@ RECORDS = "batch.jsonl"
 WORK = ".iplap-batch-work"  # inside the output folder: temporary files, removed before and after a run
 
 
-@dataclass(frozen=True)
-class BatchConfig:
-    """What ``iplap batch`` does.
-
-    Attributes:
-        manifest: the CSV or JSON Lines file of jobs.
-        bundle: the model bundle.
-        out: the output folder (made if missing; its parent must exist).
-        defaults: options of the jobs that do not set them.
-        workers: local worker processes.
-        threads: inference threads per worker (local) or per task (Ray); 0: the machine's
-            cores shared out between the local workers.
-        ray: ``None`` (local), ``"auto"`` (a running Ray cluster found the usual way) or the
-            address of a Ray cluster.
-        retries: how often a job whose worker died is tried again.
-        progress: progress bars on stderr.
-    """
-
-    manifest: Path
-    bundle: Path
-    out: Path
-    defaults: JobOptions = field(default_factory=JobOptions)
-    workers: int = 1
-    threads: int = 0
-    ray: str | None = None
-    retries: int = 2
-    progress: bool = False
-
-    def __post_init__(self):
-        if self.workers < 1:
-            raise IplapError(f"workers must be at least 1, got {self.workers}")
-        if self.threads < 0 or self.retries < 0:
-            raise IplapError("threads and retries must not be negative")
-
-    @property
-    def threads_per_worker(self) -> int:
-        if self.threads:
-            return self.threads
-        workers = 1 if self.ray else self.workers
-        return max(1, (os.cpu_count() or 1) // workers)
-
-
 @dataclass
 class Summary:
     jobs: int = 0
     done: int = 0
     skipped: int = 0
-    failed: dict[str, tuple[str, str]] = field(default_factory=dict)  # out -> (message, kind)
+    failed: dict[str, Failure] = field(default_factory=dict)  # by output name
     frames: int = 0
     seconds: float = 0.0
 
@@ -86,7 +45,7 @@ class Summary:
         """0: all done; 2: some failed on bad input; 1: some failed otherwise (workers that died)."""
         if not self.failed:
             return 0
-        return 2 if any(kind == "input" for _, kind in self.failed.values()) else 1
+        return 2 if any(f.fault is Fault.INPUT for f in self.failed.values()) else 1
 
     def table(self) -> str:
         fps = self.frames / self.seconds if self.seconds else 0.0
@@ -95,16 +54,8 @@ class Summary:
                 ("frames per second", f"{fps:.2f}")]
         width = max(len(k) for k, _ in rows)
         lines = [f"  {k:<{width}}  {v}" for k, v in rows]
-        lines += [f"  failed: {out}: {message}" for out, (message, _) in self.failed.items()]
+        lines += [f"  failed: {out}: {f.message}" for out, f in self.failed.items()]
         return "\n".join(lines)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Records:
@@ -135,7 +86,7 @@ class Records:
         return (record is not None and record.get("state") == "done" and target.is_file()
                 and record.get("face_sha256") == task.face_sha256 and record.get("audio_sha256") == task.audio_sha256
                 and record.get("bundle_id") == bundle_id and record.get("options") == task.job.options.to_dict()
-                and record.get("output_sha256") == sha256_of(target))
+                and record.get("output_sha256") == sha256_file(target))
 
 
 class _Outputs:
@@ -170,15 +121,14 @@ class _Outputs:
         self.summary.done += 1
         self.summary.frames += rendered.frames
         self._record(task, "done", frames=rendered.frames, seconds=round(rendered.seconds, 3),
-                     output_sha256=sha256_of(target))
+                     output_sha256=sha256_file(target))
         if self._bars:
             self._bars[0].update(1)
 
-    def failed(self, task: RenderTask, message: str, kind: str) -> None:
-        message = " ".join(message.split())
-        self.summary.failed[task.job.out] = (message, kind)
-        self._record(task, "failed", error=message, failure=kind)
-        log.warning("%s failed: %s", task.describe(), message)
+    def failed(self, task: RenderTask, failure: Failure) -> None:
+        self.summary.failed[task.job.out] = failure
+        self._record(task, "failed", error=failure.message, failure=failure.fault.value)
+        log.warning("%s failed: %s", task.describe(), failure.message)
         if self._bars:
             self._bars[0].update(1)
 
@@ -209,7 +159,7 @@ def run_batch(config: BatchConfig) -> Summary:
 
     def digest(path: Path) -> str:
         if path not in hashes:
-            hashes[path] = sha256_of(path)
+            hashes[path] = sha256_file(path)
         return hashes[path]
 
     tasks = [RenderTask(job, digest(job.face), digest(job.audio)) for job in jobs]
