@@ -78,8 +78,9 @@ def _cmd_batch(args) -> int:
     if not MIN_REFS <= args.refs <= MAX_REFS or not MIN_CRF <= args.crf <= MAX_CRF:
         raise IplapError(f"--refs must be between {MIN_REFS} and {MAX_REFS} and --crf between {MIN_CRF} and "
                          f"{MAX_CRF}")
-    config = BatchConfig(manifest=args.manifest, defaults=JobOptions(refs=args.refs, crf=args.crf, backend=args.backend),
-                         progress=not args.quiet, **{name: getattr(args, name) for name in _CONFIG_FLAGS})
+    defaults = JobOptions(refs=args.refs, crf=args.crf, backend=args.backend)
+    config = BatchConfig(manifest=args.manifest, defaults=defaults, progress=not args.quiet,
+                         **{name: getattr(args, name) for name in _CONFIG_FLAGS})
     summary = run_batch(config)
     print(f"iplap batch: {args.out}\n{summary.table()}", file=sys.stderr)
     return summary.exit_code

@@ -6,16 +6,25 @@ hashes, bundle, options, the output's own hash); plan one face preparation per d
 and its renders; run them on local worker processes or on a Ray cluster; move each finished
 output into place (a rename) and append its record. A job that fails on bad input is
 recorded with its one-line error and the others go on.
+
+One batch at a time per output folder: a run holds an exclusive lock (``flock``) on
+``OUT/.iplap-batch.lock`` from before it clears the work folder to its end, and a second run
+is refused, naming the first's pid. The kernel drops the lock when its process dies, so a
+crashed run's lock file never blocks the next. And a batch overwrites only what a batch wrote:
+a file at a job's output path that no "done" record of ``batch.jsonl`` wrote (by its hash) is
+left alone, and that job fails (the others go on; a rerun after moving it renders it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RECORDS = "batch.jsonl"
 WORK = ".iplap-batch-work"  # inside the output folder: temporary files, removed before and after a run
+LOCK = ".iplap-batch.lock"  # inside the output folder: locked while a batch runs there; holds its pid
 
 
 @dataclass
@@ -60,25 +70,37 @@ class Summary:
 
 class Records:
     """``batch.jsonl``: one JSON record a finished job (done or failed), appended; the last one
-    for an output wins."""
+    for an output wins. Every "done" record also says which file a batch wrote (its hash)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.latest: dict[str, dict] = {}
+        self._written: dict[str, set[str]] = {}  # output name -> the hashes of the files batches wrote there
         if path.is_file():
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 try:
-                    record = json.loads(line)
-                    self.latest[record["out"]] = record
-                except (ValueError, KeyError, TypeError):
+                    self._remember(json.loads(line))
+                except (ValueError, KeyError, TypeError, AttributeError):
                     log.warning("%s line %d is not a record; ignored", path.name, number)
+
+    def _remember(self, record: dict) -> None:
+        self.latest[record["out"]] = record
+        if record.get("state") == "done" and record.get("output_sha256"):
+            self._written.setdefault(record["out"], set()).add(record["output_sha256"])
+
+    def wrote(self, target: Path) -> bool:
+        """Whether a batch may put an output at ``target``: nothing is there, or a finished job
+        wrote what is (a later failed try does not disown it; an edit since does)."""
+        if not target.exists() and not target.is_symlink():
+            return True
+        return target.is_file() and sha256_file(target) in self._written.get(target.name, ())
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.latest[record["out"]] = record
+        self._remember(record)
 
     def done_before(self, task: RenderTask, bundle_id: str, out: Path) -> bool:
         record = self.latest.get(task.job.out)
@@ -116,6 +138,10 @@ class _Outputs:
             temporary.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_bytes(output)
             output = temporary
+        if not self.records.wrote(target):  # it appeared while the job ran
+            os.unlink(output)
+            self.failed(task, not_ours(target))
+            return
         os.replace(output, target)
         self.progress(task, rendered.frames)
         self.summary.done += 1
@@ -144,8 +170,49 @@ class _Outputs:
                 bar.close()
 
 
+def not_ours(target: Path) -> Failure:
+    """The failure of a job whose output path holds a file that no batch wrote."""
+    return Failure(Fault.INPUT, f"{target} exists and no job of a batch wrote it, so it is not overwritten "
+                                "(move it away, or give the job another out)")
+
+
+@contextmanager
+def hold(out: Path):
+    """The output folder's lock, held for the block: another batch there is refused with the
+    pid of this one. ``flock`` rather than a pid file alone: the kernel releases it when its
+    process dies however it dies, so a stale lock file never blocks."""
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise IplapError(f"{out} is in use by another iplap batch (pid {holder}): one batch at a time per "
+                             "output folder; wait for it to end, or give another --out") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # locked a file that the batch before removed as it ended: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.unlink(path)  # while still locked, so that no one locks the file that goes away
+        os.close(fd)
+
+
 def run_batch(config: BatchConfig) -> Summary:
-    """Run the manifest's jobs; returns what happened (see :attr:`Summary.exit_code`)."""
+    """Run the manifest's jobs; returns what happened (see :attr:`Summary.exit_code`).
+
+    Raises :class:`IplapError` when another batch is running on the same output folder. A job
+    whose output path holds a file that no batch wrote fails (it is not overwritten) and the
+    others go on: refusing the whole batch up front would hold back every other job for one
+    stray file, and the rerun after it is moved renders that job alone."""
     start = time.perf_counter()
     jobs = read_manifest(config.manifest, config.defaults)
     bundle = Bundle.load(config.bundle)
@@ -153,6 +220,11 @@ def run_batch(config: BatchConfig) -> Summary:
     if not out.parent.is_dir():
         raise IplapError(f"the output folder's parent does not exist: {out.parent}")
     out.mkdir(exist_ok=True)
+    with hold(out):
+        return _run_batch(config, jobs, bundle, out, start)
+
+
+def _run_batch(config: BatchConfig, jobs: list[BatchJob], bundle: Bundle, out: Path, start: float) -> Summary:
     work = out / WORK
     shutil.rmtree(work, ignore_errors=True)  # a crashed run's leftovers
     hashes: dict[Path, str] = {}
@@ -165,15 +237,19 @@ def run_batch(config: BatchConfig) -> Summary:
     tasks = [RenderTask(job, digest(job.face), digest(job.audio)) for job in jobs]
     records = Records(out / RECORDS)
     summary = Summary(jobs=len(tasks))
-    todo = []
+    todo, refused = [], []
     for task in tasks:
         if records.done_before(task, bundle.bundle_id, out):
             summary.skipped += 1
+        elif not records.wrote(out / task.job.out):
+            refused.append(task)
         else:
             todo.append(task)
     log.info("%d jobs: %d done before, %d to render", len(tasks), summary.skipped, len(todo))
     sink = _Outputs(out, work, records, bundle.bundle_id, summary, config.progress)
     try:
+        for task in refused:
+            sink.failed(task, not_ours(out / task.job.out))
         if todo:
             (work / "avatars").mkdir(parents=True)
             (work / "renders").mkdir(parents=True)
