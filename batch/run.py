@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import Bundle, IplapError, sha256_file
+from .. import FPS, Bundle, IplapError, load_speech, sha256_file
 from ..errors import Failure, Fault
 from .config import BatchConfig
 from .manifest import BatchJob, JobOptions, read_manifest
@@ -246,6 +247,8 @@ def _run_batch(config: BatchConfig, jobs: list[BatchJob], bundle: Bundle, out: P
         else:
             todo.append(task)
     log.info("%d jobs: %d done before, %d to render", len(tasks), summary.skipped, len(todo))
+    prepares = plan(todo)
+    _count_frames(prepares)
     sink = _Outputs(out, work, records, bundle.bundle_id, summary, config.progress)
     try:
         for task in refused:
@@ -253,7 +256,7 @@ def _run_batch(config: BatchConfig, jobs: list[BatchJob], bundle: Bundle, out: P
         if todo:
             (work / "avatars").mkdir(parents=True)
             (work / "renders").mkdir(parents=True)
-            _runner(config, bundle).run(plan(todo), sink)
+            _runner(config, bundle).run(prepares, sink)
     finally:
         sink.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -266,10 +269,45 @@ def _runner(config: BatchConfig, bundle: Bundle):
     if config.ray is None:
         from .local import LocalRunner
 
-        return LocalRunner(bundle.root, config.workers, config.threads_per_worker, config.retries, work)
+        return LocalRunner(bundle.root, config, work)
     from .ray_runner import RayRunner
 
-    return RayRunner(bundle, config.ray, config.threads_per_worker, config.retries)
+    return RayRunner(bundle, config)
+
+
+def _count_frames(prepares) -> None:
+    """Each task's frames (a face's, a speech's: what its time limit is made of), counted
+    here once for every runner."""
+    speech: dict[Path, int] = {}
+    for prepare in prepares:
+        prepare.frames = face_frames(prepare.face)
+        for render in prepare.renders():
+            audio = render.job.audio
+            if audio not in speech:
+                speech[audio] = speech_frames(audio)
+            render.frames = speech[audio]
+
+
+def speech_frames(path: Path) -> int:
+    """The video frames a render of this speech makes (its duration at iplap.FPS); 0 where it
+    does not decode (the worker then says why, as the job's failure)."""
+    try:
+        return math.ceil(load_speech(path).duration * FPS)
+    except IplapError:
+        return 0
+
+
+def face_frames(path: Path) -> int:
+    """The frames of a face video as its container states them; 1 for a photo (or where it
+    does not say)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return max(1, count)
 
 
 __all__ = ["BatchConfig", "BatchJob", "JobOptions", "Summary", "run_batch"]
