@@ -1,5 +1,6 @@
-"""What ``iplap batch`` does (:class:`BatchConfig`), in a module of its own: the CLI takes its
-defaults from here when it builds its parser, so this must stay light (no runtime imports)."""
+"""What ``iplap batch`` does (:class:`BatchConfig`), in a module of its own: the CLI makes its
+flags from these fields when it builds its parser (each default and its help written once,
+here: ``metadata["help"]``), so this must stay light (no runtime imports)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from pathlib import Path
 
 from ..errors import IplapError
 from .manifest import JobOptions
+
+
+def _setting(default, help: str, **flag):
+    """A field that is a flag of ``iplap batch``, with its help (and argparse extras)."""
+    return field(default=default, metadata={"help": help, **flag})
 
 
 @dataclass(frozen=True)
@@ -36,15 +42,21 @@ class BatchConfig:
     """
 
     manifest: Path
-    bundle: Path
-    out: Path
+    bundle: Path = field(metadata={"help": "model bundle folder (from iplap export)", "required": True})
+    out: Path = field(metadata={"help": "output folder (made if missing; one batch at a time uses it)",
+                                "required": True})
     defaults: JobOptions = field(default_factory=JobOptions)
-    workers: int = 1
-    threads: int = 0
-    ray: str | None = None
-    retries: int = 2
-    timeout: float = 600.0
-    timeout_per_frame: float = 30.0
+    workers: int = _setting(1, "local worker processes", metavar="K")
+    threads: int = _setting(0, "inference threads per worker or Ray task (0: the cores shared out between the "
+                               "workers; on Ray this machine's cores, at most the largest node's CPUs)")
+    ray: str | None = _setting(None, "run the jobs as Ray tasks on a cluster (auto: the running cluster; or its "
+                                     "address, e.g. 127.0.0.1:6379); needs the ray extra", metavar="auto|ADDRESS")
+    retries: int = _setting(2, "tries again for a job whose worker died or hung")
+    timeout: float = _setting(600.0, "seconds a face preparation or a render may take besides its frames, after "
+                                     "which its worker counts as hung: killed, and the job retried",
+                              metavar="SECONDS")
+    timeout_per_frame: float = _setting(30.0, "seconds more per frame (of the face, or of the speech)",
+                                        metavar="SECONDS")
     progress: bool = False
 
     def __post_init__(self):

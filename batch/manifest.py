@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
@@ -30,11 +30,15 @@ class ManifestError(IplapError):
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How one job renders (the defaults come from the command line)."""
+    """How one job renders (the defaults come from the command line, whose flags are made
+    from these fields: ``metadata["help"]``)."""
 
-    refs: int = DEFAULT_REFS
-    crf: int = 18
-    backend: str = BACKENDS[0]
+    refs: int = field(default=DEFAULT_REFS, metadata={
+        "help": f"number of reference images N ({MIN_REFS}-{MAX_REFS}), where a job does not say", "metavar": "N"})
+    crf: int = field(default=18, metadata={
+        "help": f"H.264 quality ({MIN_CRF}-{MAX_CRF}), where a job does not say", "metavar": "Q"})
+    backend: str = field(default=BACKENDS[0], metadata={
+        "help": "inference backend, where a job does not say", "choices": BACKENDS})
 
     def to_dict(self) -> dict:
         return asdict(self)
