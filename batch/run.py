@@ -53,7 +53,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0: all done; 2: some failed on bad input; 1: some failed otherwise (workers that died)."""
+        """0: all done; 2: some failed on bad input; 1: some failed otherwise (workers that died or hung)."""
         if not self.failed:
             return 0
         return 2 if any(f.fault is Fault.INPUT for f in self.failed.values()) else 1
