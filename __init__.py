@@ -17,6 +17,8 @@ What a program needs is here::
   before rendering and to pass to ``Pipeline.render``.
 * :func:`face_is_photo`: whether a face file is a photo or a video, by its content, as the
   pipeline decides it.
+* :func:`sha256_file`: a file's sha256, read a block at a time (how bundles and batch
+  records name content).
 * Limits and names that front ends check as the pipeline does: :data:`DEFAULT_REFS`,
   :data:`MIN_REFS`/:data:`MAX_REFS`, :data:`MIN_SAMPLE_RATE`/:data:`MAX_SAMPLE_RATE`,
   :data:`BACKENDS`, :data:`FPS`, :data:`MIN_GATE_PSNR_DB` (defined once, in
@@ -50,6 +52,7 @@ _LAZY = {
     "Bundle": "iplap.runtime.bundle",
     "Speech": "iplap.runtime.audio",
     "load_speech": "iplap.runtime.audio",
+    "sha256_file": "iplap.runtime.files",
     # the limits and names every front end checks the same way (runtime/constants.py)
     "FPS": "iplap.runtime.constants",
     "DEFAULT_REFS": "iplap.runtime.constants",
@@ -62,9 +65,14 @@ _LAZY = {
 }
 
 __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
-           "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError", "CheckpointError",
-           "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError", "Pipeline",
-           "PipelineConfig", "RenderReport", "Speech", "StreamSession", "__version__", "face_is_photo", "load_speech"]
+           "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError",
+           "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError",
+           "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StreamSession", "__version__", "face_is_photo",
+           "load_speech", "sha256_file"]
+=======
+           "PipelineConfig", "RenderReport",
+           "Speech", "StreamSession", "__version__", "load_speech", "sha256_file"]
+>>>>>>> batch-hardening
 
 
 def __getattr__(name: str):

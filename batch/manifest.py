@@ -12,13 +12,15 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
 from ..errors import IplapError
 
 FIELDS = ("face", "audio", "out", "refs", "crf", "backend")
-BACKENDS = ("onnxruntime", "openvino")
+#: The H.264 quality (crf) range that x264 accepts.
+MIN_CRF, MAX_CRF = 0, 51
 _NAME = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -28,11 +30,15 @@ class ManifestError(IplapError):
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How one job renders (the defaults come from the command line)."""
+    """How one job renders (the defaults come from the command line, whose flags are made
+    from these fields: ``metadata["help"]``)."""
 
-    refs: int = 25
-    crf: int = 18
-    backend: str = "onnxruntime"
+    refs: int = field(default=DEFAULT_REFS, metadata={
+        "help": f"number of reference images N ({MIN_REFS}-{MAX_REFS}), where a job does not say", "metavar": "N"})
+    crf: int = field(default=18, metadata={
+        "help": f"H.264 quality ({MIN_CRF}-{MAX_CRF}), where a job does not say", "metavar": "Q"})
+    backend: str = field(default=BACKENDS[0], metadata={
+        "help": "inference backend, where a job does not say", "choices": BACKENDS})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +51,6 @@ class BatchJob:
     audio: Path
     out: str  # file name inside the output folder
     options: JobOptions
-
-    @property
-    def prepare_key(self) -> tuple:
-        """Jobs with the same face file and settings share one prepared avatar (by content, see ``run``)."""
-        return (self.options.refs, self.options.backend)
 
 
 def read_manifest(path: Path, defaults: JobOptions) -> list[BatchJob]:
@@ -157,7 +158,7 @@ def _job(line: int, row: dict, base: Path, defaults: JobOptions) -> tuple[BatchJ
 
 def _options(row: dict, defaults: JobOptions) -> tuple[JobOptions, list[str]]:
     errors, changes = [], {}
-    for name, low, high in (("refs", 1, 100), ("crf", 0, 51)):
+    for name, low, high in (("refs", MIN_REFS, MAX_REFS), ("crf", MIN_CRF, MAX_CRF)):
         if name in row:
             try:
                 value = int(str(row[name]))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import Failure
 from .manifest import BatchJob, JobOptions
 
 
@@ -19,6 +20,7 @@ class RenderTask:
     job: BatchJob
     face_sha256: str
     audio_sha256: str
+    frames: int = 0  # of its speech, as far as the driver knows (for its time limit)
 
     def temporary_output(self, work: Path) -> Path:
         """Where a local worker writes the mp4 before the driver moves it into place."""
@@ -34,6 +36,7 @@ class PrepareTask:
     face_sha256: str
     options: JobOptions
     jobs: list[RenderTask] = field(default_factory=list)
+    frames: int = 1  # of the face (for its time limit)
 
     @property
     def key(self) -> str:
@@ -69,4 +72,4 @@ class Sink(Protocol):
 
     def rendered(self, task: RenderTask, output: Path | bytes, rendered) -> None: ...
 
-    def failed(self, task: RenderTask, message: str, kind: str) -> None: ...
+    def failed(self, task: RenderTask, failure: Failure) -> None: ...

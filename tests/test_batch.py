@@ -193,18 +193,24 @@ def _wait_for_child(pid: int, timeout: float = 120) -> int:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A one-node Ray cluster on loopback, started (and stopped) by the test."""
+    yield from _start_ray_cluster(tmp_path_factory, num_cpus=2)
+
+
+def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | None = None):
+    """Start a one-node Ray cluster on loopback with ``num_cpus`` CPUs (its workers see this
+    process's environment and ``env``), yield its address, stop it."""
     pytest.importorskip("ray", reason="the Ray tests need the ray extra (pip install 'iplap[ray]')")
     ray_bin = Path(sys.executable).with_name("ray")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     temp = tmp_path_factory.mktemp("ray")
     # The cluster's daemons outlive `ray start` and keep its stdout and stderr: a file, not a
     # pipe, or they die of SIGPIPE once nobody reads it.
     with open(temp / "start.log", "w") as log:
         start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                                "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                                f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
                                 "--object-store-memory=600000000", f"--temp-dir={temp}"],
                                stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300)
     assert start.returncode == 0, (temp / "start.log").read_text()[-3000:]
