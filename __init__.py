@@ -69,10 +69,6 @@ __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MI
            "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError",
            "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StreamSession", "__version__", "face_is_photo",
            "load_speech", "sha256_file"]
-=======
-           "PipelineConfig", "RenderReport",
-           "Speech", "StreamSession", "__version__", "load_speech", "sha256_file"]
->>>>>>> batch-hardening
 
 
 def __getattr__(name: str):
