@@ -93,7 +93,7 @@ def _prepare_remote(files: dict[str, bytes], bundle_id: str, face: bytes, face_n
                     threads: int) -> tuple[int, bytes]:
     bundle = _bundle_on_this_node(files, bundle_id)
     with tempfile.TemporaryDirectory(prefix="iplap-prepare-") as tmp:
-        face_path = Path(tmp) / face_name  # the name's suffix tells a photo from a video
+        face_path = Path(tmp) / face_name  # the runtime tells a photo from a video by its content
         face_path.write_bytes(face)
         avatar = Path(tmp) / "face.avatar"
         frames = prepare_face(bundle, face_path, options, threads, avatar)
