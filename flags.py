@@ -11,6 +11,12 @@ from pathlib import Path
 _TYPES = {"int": int, "float": float, "str": str, "Path": Path}
 
 
+def setting(default, help: str, **flag):
+    """A dataclass field that is a flag, with its help (and argparse extras such as
+    ``metavar``, ``choices`` or ``action``)."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 def _type_of(annotation: str):
     """The argparse type of a field annotated ``int``, ``float``, ``str``, ``Path``, ``X | None``
     or ``tuple[X, ...]`` (annotations are strings under ``from __future__ import annotations``)."""
@@ -47,5 +53,5 @@ def settings_from(args, settings, **given):
     return settings(**values, **given)
 
 
-__all__ = ["add_flags", "settings_from"]
+__all__ = ["add_flags", "setting", "settings_from"]
 del typing

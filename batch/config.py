@@ -9,12 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IplapError
+from ..flags import setting
 from .manifest import JobOptions
-
-
-def _setting(default, help: str, **flag):
-    """A field that is a flag of ``iplap batch``, with its help (and argparse extras)."""
-    return field(default=default, metadata={"help": help, **flag})
 
 
 @dataclass(frozen=True)
@@ -46,16 +42,16 @@ class BatchConfig:
     out: Path = field(metadata={"help": "output folder (made if missing; one batch at a time uses it)",
                                 "required": True})
     defaults: JobOptions = field(default_factory=JobOptions)
-    workers: int = _setting(1, "local worker processes", metavar="K")
-    threads: int = _setting(0, "inference threads per worker or Ray task (0: the cores shared out between the "
+    workers: int = setting(1, "local worker processes", metavar="K")
+    threads: int = setting(0, "inference threads per worker or Ray task (0: the cores shared out between the "
                                "workers; on Ray this machine's cores, at most the largest node's CPUs)")
-    ray: str | None = _setting(None, "run the jobs as Ray tasks on a cluster (auto: the running cluster; or its "
+    ray: str | None = setting(None, "run the jobs as Ray tasks on a cluster (auto: the running cluster; or its "
                                      "address, e.g. 127.0.0.1:6379); needs the ray extra", metavar="auto|ADDRESS")
-    retries: int = _setting(2, "tries again for a job whose worker died or hung")
-    timeout: float = _setting(600.0, "seconds a face preparation or a render may take besides its frames, after "
+    retries: int = setting(2, "tries again for a job whose worker died or hung")
+    timeout: float = setting(600.0, "seconds a face preparation or a render may take besides its frames, after "
                                      "which its worker counts as hung: killed, and the job retried",
                               metavar="SECONDS")
-    timeout_per_frame: float = _setting(30.0, "seconds more per frame (of the face, or of the speech)",
+    timeout_per_frame: float = setting(30.0, "seconds more per frame (of the face, or of the speech)",
                                         metavar="SECONDS")
     progress: bool = False
 

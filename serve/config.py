@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
 from ..errors import IplapError
+from ..flags import setting
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -32,46 +33,41 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to any address
 
 
-def _setting(default, help: str, **flag):
-    """A field with its help (and argparse extras such as ``metavar`` or ``choices``)."""
-    return field(default=default, metadata={"help": help, **flag})
-
-
 @dataclass(frozen=True)
 class ServeConfig:
     """How ``iplap serve`` runs. Each field's ``metadata["help"]`` says what it does."""
 
     bundle: Path = field(metadata={"help": "model bundle folder (from iplap export)", "required": True})
-    host: str = _setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only; any other address "
+    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only; any other address "
                                       "needs --token)")
-    port: int = _setting(8765, "port (0: any free port)")
-    token: str | None = _setting(None, "require 'Authorization: Bearer TOKEN' on every API request (the WebSocket "
+    port: int = setting(8765, "port (0: any free port)")
+    token: str | None = setting(None, "require 'Authorization: Bearer TOKEN' on every API request (the WebSocket "
                                        "may pass ?token=TOKEN); needed when --host is not a loopback address")
-    allow_origin: tuple[str, ...] = _setting((), "a web origin besides the service's own whose pages may call the "
+    allow_origin: tuple[str, ...] = setting((), "a web origin besides the service's own whose pages may call the "
                                                  "API, e.g. http://localhost:3000 (repeat for more)",
                                              action="append", metavar="ORIGIN")
-    max_sessions: int = _setting(2, "renders (jobs, live sessions, face preparations) at once", metavar="K")
-    max_queue: int = _setting(16, "jobs and face preparations that may wait for a render slot; one more gets 429")
-    avatar_dir: Path | None = _setting(None, "where prepared faces are kept (default ~/.cache/iplap/avatars)")
-    avatar_dir_mb: float = _setting(4096.0, "the most the prepared faces may take on disk, MB; beyond it the least "
+    max_sessions: int = setting(2, "renders (jobs, live sessions, face preparations) at once", metavar="K")
+    max_queue: int = setting(16, "jobs and face preparations that may wait for a render slot; one more gets 429")
+    avatar_dir: Path | None = setting(None, "where prepared faces are kept (default ~/.cache/iplap/avatars)")
+    avatar_dir_mb: float = setting(4096.0, "the most the prepared faces may take on disk, MB; beyond it the least "
                                             "recently used faces are removed (0: no limit)")
-    max_upload_mb: float = _setting(200.0, "largest upload (a face or a speech file), MB")
-    max_speech_seconds: float = _setting(600.0, "longest speech a job may have, s (decoding stops beyond it)")
-    max_face_frames: int = _setting(9000, "most frames a face video may have (at its own frame rate)")
-    max_face_pixels: int = _setting(3840 * 2160, "most pixels (width x height) a face photo or video may have")
-    refs: int = _setting(DEFAULT_REFS, "default number of reference images N (a job may ask for another)")
-    backend: str = _setting(BACKENDS[0], "inference backend", choices=BACKENDS)
-    device: str = _setting("CPU", "OpenVINO device")
-    threads: int = _setting(0, "inference threads per render (0: the cores shared out between the render slots)")
-    max_live_seconds: float = _setting(600.0, "most speech one live session may send, s")
-    live_timeout_s: float = _setting(3600.0, "longest wall-clock time of one live session, s")
-    idle_timeout_s: float = _setting(30.0, "longest wait for a live client's next message (the start message "
+    max_upload_mb: float = setting(200.0, "largest upload (a face or a speech file), MB")
+    max_speech_seconds: float = setting(600.0, "longest speech a job may have, s (decoding stops beyond it)")
+    max_face_frames: int = setting(9000, "most frames a face video may have (at its own frame rate)")
+    max_face_pixels: int = setting(3840 * 2160, "most pixels (width x height) a face photo or video may have")
+    refs: int = setting(DEFAULT_REFS, "default number of reference images N (a job may ask for another)")
+    backend: str = setting(BACKENDS[0], "inference backend", choices=BACKENDS)
+    device: str = setting("CPU", "OpenVINO device")
+    threads: int = setting(0, "inference threads per render (0: the cores shared out between the render slots)")
+    max_live_seconds: float = setting(600.0, "most speech one live session may send, s")
+    live_timeout_s: float = setting(3600.0, "longest wall-clock time of one live session, s")
+    idle_timeout_s: float = setting(30.0, "longest wait for a live client's next message (the start message "
                                            "too) or for the next bytes of an upload, s")
-    upload_timeout_s: float = _setting(600.0, "longest time one upload may take, s")
-    live_pending_frames: int = _setting(8, "frames a live session holds for a client that reads slowly; older "
+    upload_timeout_s: float = setting(600.0, "longest time one upload may take, s")
+    live_pending_frames: int = setting(8, "frames a live session holds for a client that reads slowly; older "
                                            "pictures are then dropped, their audio kept", metavar="K")
-    jpeg_quality: int = _setting(85, "JPEG quality of the live frames (1-100)")
-    keep_jobs: int = _setting(200, "finished jobs kept (with their videos) before the oldest are removed")
+    jpeg_quality: int = setting(85, "JPEG quality of the live frames (1-100)")
+    keep_jobs: int = setting(200, "finished jobs kept (with their videos) before the oldest are removed")
 
     def __post_init__(self):
         object.__setattr__(self, "allow_origin", tuple(self.allow_origin or ()))
