@@ -548,7 +548,8 @@ async def _fuzz_live(server, rng, avatar: str, statuses: dict, deadline: float) 
                     await ws.send_str(payload)
                 if kind == "after":  # a good start, then something wrong
                     await ws.receive(timeout=30)
-                    await rng.choice([ws.send_bytes(b"\0" * 3), ws.send_str("{\"type\": 5}"), ws.send_str("end")])
+                    wrong = rng.choice([b"\0" * 3, "{\"type\": 5}", "end"])
+                    await (ws.send_bytes(wrong) if isinstance(wrong, bytes) else ws.send_str(wrong))
                 message = await ws.receive(timeout=30)
                 while message.type == aiohttp.WSMsgType.BINARY:
                     message = await ws.receive(timeout=30)
