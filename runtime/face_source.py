@@ -10,6 +10,7 @@ frames by index (for the references and while rendering), and the progress total
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,12 +25,18 @@ from .reports import StageClock
 
 
 def face_is_photo(path: str | Path) -> bool:
-    """True for a file OpenCV reads as an image (by its header bytes), False for a file
-    PyAV opens with a video stream; a :class:`MediaError` for anything else."""
+    """Whether the face file at ``path`` is a photo, by its content (never its name).
+
+    True for a file OpenCV reads as an image (``cv2.haveImageReader`` reads its header
+    bytes), False for a file PyAV opens with a video stream (not through FFmpeg's image or
+    text demuxers, which FFmpeg picks by the name); a one-line :class:`MediaError` naming
+    the file for anything else, and for a folder, a missing or an empty file.
+    """
     import av
 
     path = Path(path)
-    if path.is_file() and cv2.haveImageReader(str(path)):
+    check_input_file(path, "face")
+    if cv2.haveImageReader(str(path)):
         return True
     try:
         with av.open(str(path)) as container:
@@ -47,7 +54,7 @@ def _still_or_text(demuxer: str) -> bool:
     return any(name == "image2" or name.endswith("_pipe") or name == "tty" for name in demuxer.split(","))
 
 
-class FaceSource:
+class FaceSource(ABC):
     """A face file (a photo or a video), as prepare, render and stream read it."""
 
     #: A photo is one frame; a video many.
@@ -58,22 +65,22 @@ class FaceSource:
     def __init__(self, source: MediaSource, name: str):
         self.source, self.name = source, name
 
+    @abstractmethod
     def track_frames(self, clock: StageClock) -> Iterable[np.ndarray]:
         """The 25 fps frames in order, once, for face tracking."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def timeline(self) -> FrameTimeline:
         """Which source frame each 25 fps frame shows (for a video: known once tracked)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def progress_total(self) -> int | None:
         """The frames tracking will visit (an estimate for a video, ``None`` where unknown)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def frames(self) -> StillFrames | VideoFrames:
         """A fresh reader of the 25 fps frames by index (close it, or use it in ``with``)."""
-        raise NotImplementedError
 
 
 class PhotoSource(FaceSource):
@@ -140,7 +147,6 @@ def open_face(path: str | Path) -> FaceSource:
     """The face file at ``path``, a photo or a video by its content; a :class:`MediaError`
     for a missing, empty or unreadable file."""
     path = Path(path)
-    check_input_file(path, "face")
     return PhotoSource(path, path.name) if face_is_photo(path) else VideoSource(path, path.name)
 
 

@@ -170,12 +170,13 @@ class Pipeline:
     def _prepare(self, face_path: Path, show_progress: bool, clock: StageClock,
                  on_progress: Progress | None = None) -> Avatar:
         source = open_face(face_path)
+        tracker = self.new_tracker()
         frames = source.track_frames(clock)
         if source.shows_tracking_bar:
             frames = _progress_bar(frames, show_progress, "tracking the face", unit="frame")
         if on_progress is not None:
             frames = _reporting(frames, on_progress, source.progress_total)
-        track = track_faces(frames, self.new_tracker(), self.config.on_missing_face, source.name, clock)
+        track = track_faces(frames, tracker, self.config.on_missing_face, source.name, clock)
         # References come from frames with a face (all of them, unless some have none).
         good = np.flatnonzero(~track.missing)
         openness = np.array([lip_openness(track.landmarks[k]) for k in good])

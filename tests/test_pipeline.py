@@ -114,6 +114,8 @@ def test_photo_or_video_is_told_by_content_not_by_name(pipeline, clip, tmp_path)
         text.write_text("not a face\n" * 50)
         with pytest.raises(iplap.MediaError, match=f"^{name} is neither a photo nor a video$"):
             iplap.face_is_photo(text)
+    with pytest.raises(iplap.MediaError, match="face file not found"):
+        iplap.face_is_photo(tmp_path / "missing.png")
 
 def test_streaming_does_not_depend_on_chunk_size(pipeline, clip):
     avatar = pipeline.prepare(clip)
