@@ -213,6 +213,7 @@ class _Picture:
     j: int  # the turn's frame (idle: the loop position)
     image: np.ndarray
     background: np.ndarray  # the idle frame of the same loop position
+    held: bool = False  # a face rendered for an earlier frame (its render was passed over)
 
 
 class LiveSession:
@@ -393,7 +394,7 @@ class LiveSession:
         if picture is not None:
             self._last = picture
             self._cond.notify_all()
-        held = picture is None or picture.j != j
+        held = picture is None or picture.j != j or picture.held
         self._stats.held += held
         audio = self._silence(n)
         taken = np.concatenate(turn.play.take(span) or [audio[:0]])
@@ -583,15 +584,17 @@ class LiveSession:
         return _Picture(turn, j, _mix(frame.image, background, self._alpha(turn, j)), background)
 
     def _tail_picture(self, turn: _Turn, j: int) -> _Picture:
-        """A frame past the model's last (its audio goes on for about three): the last
-        rendered face on the idle frame of its position, fading out."""
+        """A frame past the model's last (its audio goes on for about three), or one whose
+        render was passed over after the last one made: the last rendered face on the idle
+        frame of its position, fading out at the end."""
         index, background = self._background(turn, j)
         track = self.avatar.track
         if turn.last_face is None or track.passthrough[index]:
-            return _Picture(turn, j, background, background)
+            return _Picture(turn, j, background, background, held=j < turn.video_frames)
         box = tuple(int(v) for v in track.boxes[index])
         pasted = blend_face(background, face_to_uint8(turn.last_face), box, track.landmarks[index])
-        return _Picture(turn, j, _mix(pasted, background, self._alpha(turn, j)), background)
+        return _Picture(turn, j, _mix(pasted, background, self._alpha(turn, j)), background,
+                        held=j < turn.video_frames)
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:

@@ -265,10 +265,11 @@ def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
     print(f"\ninterrupt: next frame {waited * 1000:.1f} ms after interrupt(), first speaking frame "
           f"{stats.latencies[0]:.2f} s after the push")
     assert not after.speaking and not after.audio.any() and after.index == speaking.index + 1
-    assert waited <= 1 / FPS + 0.02
+    assert waited <= 1 / FPS + 0.03  # the next frame's time, and a little for a busy machine
     assert events == ["started", ("finished", True)]
-    outside = _outside_face(clip_avatar)
-    assert np.array_equal(after.image[outside], speaking.image[outside])  # the same loop position, idle
+    source = _source_frames(clip_avatar, clip_avatar.n_frames)
+    for idle in [after] + later:  # idle: an unchanged frame of the face video
+        assert any(np.array_equal(idle.image, s) for s in source), idle.index
     assert not any(f.speaking for f in later) and stats.interrupted == 1 and stats.queued_speech_seconds == 0
     del frame
 
@@ -286,9 +287,12 @@ def test_memory_stays_bounded_with_a_minute_pushed_at_once(pipeline, clip_avatar
         with slow.open_live(clip_avatar, 48000, channels=2) as live:
             base = tracemalloc.get_traced_memory()[0]
             live.push(chunk)
-            pictures = []
-            for frame in itertools.islice(live.frames(), 4 * FPS):
+            pictures, spoken = [], 0
+            for frame in itertools.islice(live.frames(), 30 * FPS):  # until 2 s have played
                 pictures.append(live.queued_pictures)
+                spoken += frame.speaking
+                if spoken == 2 * FPS:
+                    break
             stats = live.stats()
             used, peak = tracemalloc.get_traced_memory()
     finally:
@@ -297,7 +301,7 @@ def test_memory_stays_bounded_with_a_minute_pushed_at_once(pipeline, clip_avatar
           f"pictures ahead at most {max(pictures)}, speech queued {stats.queued_speech_seconds:.1f} s")
     assert max(pictures) <= LiveConfig().queue_frames + 2
     assert peak - base <= held + 40e6
-    assert 50 < stats.queued_speech_seconds < 60
+    assert spoken == 2 * FPS and stats.queued_speech_seconds == pytest.approx(58, abs=0.05)
 
 
 def test_live_refuses_bad_audio_and_calls_after_close(pipeline):
@@ -314,3 +318,31 @@ def test_live_refuses_bad_audio_and_calls_after_close(pipeline):
     with pytest.raises(IplapError, match="closed"):
         live.push(np.zeros(100, np.float32))
     assert list(live.frames()) == []
+
+
+def test_live_sessions_share_one_pipeline(pipeline, clip_avatar):
+    """Two live sessions of one pipeline on two threads give the same frames."""
+    import threading
+
+    speech = _speech(0.36)
+    results, errors = [None, None], []
+
+    def run(k):
+        try:
+            with pipeline.open_live(clip_avatar, realtime=False) as live:
+                live.push(speech)
+                live.end_of_turn()
+                results[k] = [f for f in itertools.islice(live.frames(), 20)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    a, b = results
+    assert sum(f.speaking for f in a) == round(0.36 * FPS)
+    # without a clock, both start the turn after the same idle frames: the frames are the same
+    assert all(np.array_equal(x.image, y.image) and np.array_equal(x.audio, y.audio) for x, y in zip(a, b))
