@@ -119,7 +119,7 @@ class LiveFrame:
     """One frame of a live session, with the audio that plays with it."""
 
     index: int  # frame of the session clock (25 fps from the first frames() call)
-    image: np.ndarray  # (H, W, 3) uint8 BGR, the full frame
+    image: np.ndarray  # (H, W, 3) uint8 BGR, the full frame; read-only where it is the face video's own
     audio: np.ndarray  # (samples, channels) float32: this frame's 40 ms, silence while idle
     speaking: bool  # a turn is playing
     turn: int | None = None  # which turn (0, 1, ...), None while idle
@@ -247,7 +247,7 @@ class LiveSession:
         self._index = 0  # the next frame of the clock
         self._clock_start: float | None = None
         self._reader = avatar_face(avatar).frames()  # the producer's (after this first picture)
-        first = self._reader[pingpong_index(0, avatar.n_frames)]
+        first = self._source_frame(0)
         self._last = _Picture(None, 0, first, first)
         self._start_samples = math.ceil((min_speech_seconds() + self.config.start_margin_seconds) * self.sample_rate)
         self._worker = threading.Thread(target=self._produce, name="iplap-live", daemon=True)
@@ -480,8 +480,15 @@ class LiveSession:
         turn.session = StreamSession(self.pipeline, self.avatar, self.sample_rate, self.channels,
                                      loop_start=turn.start - 2, reader=self._reader)
 
-    def _make_idle(self, pos: int, epoch: int) -> None:
+    def _source_frame(self, pos: int) -> np.ndarray:
+        """The face video's frame at loop position ``pos``, read-only: it is the reader's own
+        (cached) array, shown as it is by idle frames, so no caller may draw into it."""
         image = self._reader[pingpong_index(pos, self.avatar.n_frames)]
+        image.flags.writeable = False
+        return image
+
+    def _make_idle(self, pos: int, epoch: int) -> None:
+        image = self._source_frame(pos)
         with self._cond:
             if epoch == self._epoch:
                 self._queue.append(_Picture(None, pos, image, image))
@@ -566,8 +573,7 @@ class LiveSession:
                 self._cond.notify_all()
 
     def _background(self, turn: _Turn, j: int) -> tuple[int, np.ndarray]:
-        index = pingpong_index(turn.position(j), self.avatar.n_frames)
-        return index, self._reader[index]
+        return pingpong_index(turn.position(j), self.avatar.n_frames), self._source_frame(turn.position(j))
 
     def _alpha(self, turn: _Turn, j: int) -> float:
         """How much of the rendered face frame ``j`` shows: ramps up over the first
