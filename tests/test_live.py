@@ -252,7 +252,7 @@ def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
                             on_playback_finished=lambda interrupted: events.append(("finished", interrupted))) as live:
         live.push(_speech(2.0))
         it = live.frames()
-        frame = next(f for f in it if f.speaking)
+        next(f for f in it if f.speaking)
         assert events == ["started"]
         speaking = next(it)
         assert speaking.speaking
@@ -271,7 +271,6 @@ def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
     for idle in [after] + later:  # idle: an unchanged frame of the face video
         assert any(np.array_equal(idle.image, s) for s in source), idle.index
     assert not any(f.speaking for f in later) and stats.interrupted == 1 and stats.queued_speech_seconds == 0
-    del frame
 
 
 def test_memory_stays_bounded_with_a_minute_pushed_at_once(pipeline, clip_avatar):
