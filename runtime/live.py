@@ -456,11 +456,13 @@ class LiveSession:
 
     def _next_job(self) -> Callable[[], None] | None:
         """What the producer does next (lock held), or None to wait."""
-        if self._closed or len(self._queue) >= self.config.queue_frames:
+        if self._closed:
             return None
         turn = next((t for t in self._turns if not t.rendering_done), None)
         if turn is not None and turn.session is None and (turn.ended or turn.pushed >= self._start_samples):
-            self._start_turn(turn)
+            self._start_turn(turn)  # first: it drops the idle pictures that fill the queue
+        if len(self._queue) >= self.config.queue_frames:
+            return None
         if turn is not None and turn.session is not None:
             return None if turn.starved else (lambda: self._work_turn(turn))
         pos, epoch = self._idle_next, self._epoch  # nothing to render: the idle loop goes on
