@@ -44,7 +44,8 @@ then those of an ideal machine: for tests and files).
 Slower than real time. The producer measures each render step (an exponential average,
 ``ema_weight``) and renders every k-th frame of a turn, ``k = ceil(seconds per render *
 25)``, aimed at a frame at least k ahead of the one showing, so that it is ready in time;
-the consumer holds the last picture between them. Audio never waits for pictures: it
+the consumer holds the last picture between them (``LiveConfig.render_every`` fixes k
+instead, for a machine known to be slow, and for tests without a clock). Audio never waits for pictures: it
 plays continuously at the clock, so sound and picture never drift apart (a held picture
 is the most recent rendered one). ``stats()`` reports the real-time factor and k. Only if
 the speech itself comes slower than real time does a turn pause (a frame of silence with
@@ -107,6 +108,9 @@ class LiveConfig:
     queue_frames: int = 3
     #: Weight of the newest render time in the average that sets k.
     ema_weight: float = 0.3
+    #: Render every k-th frame of a turn with this k, whatever the render time (a machine
+    #: known to be slow; tests); None: k from the measured render time, with a clock.
+    render_every: int | None = None
     #: Seconds of speech given to a turn's StreamSession at a time (its mel stays small).
     feed_seconds: float = 0.5
     #: Seconds past the shortest renderable speech a turn waits for before it starts
@@ -196,6 +200,7 @@ class _Turn:
     made: int = 0  # the next frame the producer may make
     last_face: np.ndarray | None = None
     playhead: int = -1  # the frame showing
+    in_tail: bool = False  # the producer makes the frames past the model's last
     rendering_done: bool = False
 
     def position(self, j: int) -> int:
@@ -349,7 +354,7 @@ class LiveSession:
         j = turn.playhead + 1
         if not (turn.play.count >= self._span(self._index) or turn.ended):
             return False
-        if turn.length is not None and j >= turn.length:
+        if turn.length is not None and j >= turn.length or turn.made > j:  # past its end, or passed over
             return True
         return head is not None and head.turn is turn and head.j <= j
 
@@ -435,6 +440,8 @@ class LiveSession:
             return len(self._queue)
 
     def _k(self) -> int:
+        if self.config.render_every is not None:
+            return max(1, int(self.config.render_every))
         if not self.realtime or self._ema is None:
             return 1
         return max(1, math.ceil(self._ema * FPS - 1e-9))
@@ -521,19 +528,21 @@ class LiveSession:
             return
         session.skip(need - 1)
         pictures = [self._rendered_picture(turn, f) for f in session.render_next() if f.index >= target]
-        turn.made = pictures[-1].j + (k if self.realtime else 1)
         seconds = time.perf_counter() - started
         with self._cond:
             weight = self.config.ema_weight
             self._ema = seconds if self._ema is None else weight * seconds + (1 - weight) * self._ema
             self._stats.rendered += len(pictures)
-        self._put(turn, pictures)
+        made = pictures[-1].j + k
+        if turn.video_frames is not None:
+            made = min(made, max(turn.video_frames, pictures[-1].j + 1))  # k does not pass over the cheap tail
+        self._put(turn, pictures, made)
 
     def _tail_step(self, turn: _Turn, playhead: int) -> None:
-        j = max(turn.made, playhead + 1)
+        j = max(turn.made if turn.in_tail else min(turn.made, turn.video_frames), playhead + 1)
+        turn.in_tail = True
         if j < turn.length:
-            self._put(turn, [self._tail_picture(turn, j)])
-            turn.made = j + 1
+            self._put(turn, [self._tail_picture(turn, j)], j + 1)
             return
         with self._cond:
             turn.rendering_done = True
@@ -568,8 +577,10 @@ class LiveSession:
             turn.video_frames = frames
             turn.length = max(math.ceil(turn.pushed * FPS / self.sample_rate), frames)
 
-    def _put(self, turn: _Turn, pictures: list[_Picture]) -> None:
+    def _put(self, turn: _Turn, pictures: list[_Picture], made: int) -> None:
+        """Queue a turn's pictures; frames before ``made`` are then made or passed over."""
         with self._cond:
+            turn.made = made
             if not turn.dropped and not self._closed:
                 self._queue.extend(pictures)
                 self._cond.notify_all()

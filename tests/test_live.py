@@ -244,6 +244,29 @@ def test_slower_than_real_time_holds_pictures_and_keeps_the_audio(pipeline, clip
     assert abs((len(frames) - 1) / t[-1] - FPS) <= 0.02 * FPS
 
 
+def test_every_kth_frame_is_rendered_and_held_between(pipeline, clip_avatar):
+    """The degradation policy itself, without a clock (LiveConfig.render_every fixes k = 3):
+    frames 0..2 (the first render), then every third frame is rendered; the frames between
+    hold the last picture; the tail past the model's last frame is made; the audio is whole."""
+    speech = _speech(0.48)  # 8 model frames, 12 played
+    with pipeline.open_live(clip_avatar, realtime=False, config=LiveConfig(render_every=3)) as live:
+        live.push(speech)
+        live.end_of_turn()
+        frames = list(itertools.islice(live.frames(), 14))
+        stats = live.stats()
+    turn = [f for f in frames if f.speaking]
+    print(f"\nevery 3rd: held {[f.index for f in turn if f.held]}, {stats.rendered} pictures rendered")
+    assert len(turn) == 12 and stats.k == 3
+    assert [f.held for f in turn] == [False] * 3 + [True, True, False, True, True] + [False] * 4
+    assert stats.rendered == 4 and stats.held == 4
+    for a, b in zip(turn, turn[1:]):
+        if b.held:
+            assert np.array_equal(a.image, b.image), b.index
+    assert not np.array_equal(turn[4].image, turn[5].image)
+    played = np.concatenate([f.audio[:, 0] for f in turn])
+    assert np.array_equal(played[:len(speech)], speech) and not played[len(speech):].any()
+
+
 def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
     """interrupt() while a turn plays: the next frame is the idle frame, with silence, on time,
     and on_playback_finished(True) comes with it."""
