@@ -314,7 +314,10 @@ class LiveSession:
 
     # -- frames out (one thread) ----------------------------------------------------------
     def frames(self) -> Iterator[LiveFrame]:
-        """Frames for as long as the session is open (see the module docstring for pacing)."""
+        """Frames for as long as the session is open (see the module docstring for pacing).
+
+        The clock starts at the first call and goes on across calls: a caller that falls
+        behind gets the frames that are due at once (the clock does not wait for it)."""
         if self._clock_start is None:
             self._clock_start = time.monotonic()
         while True:
