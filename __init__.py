@@ -12,7 +12,8 @@ What a program needs is here::
   its folder, or takes a :class:`Bundle` opened with ``Bundle.load(folder)`` (the one way to
   open and verify a bundle, e.g. to share it between pipelines).
 * :class:`Avatar`: a prepared face (``Pipeline.prepare``, ``Pipeline.load_avatar``, ``save``).
-* :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give.
+* :class:`StreamSession`, :class:`Frame`, :class:`RenderReport`: what streams and renders give;
+  :class:`LiveSession` and :class:`LiveFrame`: an always-on avatar (``Pipeline.open_live``).
 * :func:`load_speech` and :class:`Speech`: speech decoded once (any format), to check it
   before rendering and to pass to ``Pipeline.render``.
 * :func:`face_is_photo`: whether a face file is a photo or a video, by its content, as the
@@ -44,6 +45,8 @@ _LAZY = {
     "Pipeline": "iplap.runtime.pipeline",
     "PipelineConfig": "iplap.runtime.config",
     "StreamSession": "iplap.runtime.session",
+    "LiveSession": "iplap.runtime.live",
+    "LiveFrame": "iplap.runtime.live",
     "Frame": "iplap.runtime.reports",
     "RenderReport": "iplap.runtime.reports",
     "face_is_photo": "iplap.runtime.face_source",
@@ -66,9 +69,9 @@ _LAZY = {
 
 __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
            "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError",
-           "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "MediaError", "NoFaceError",
-           "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StreamSession", "__version__", "face_is_photo",
-           "load_speech", "sha256_file"]
+           "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "LiveFrame", "LiveSession",
+           "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StreamSession",
+           "__version__", "face_is_photo", "load_speech", "sha256_file"]
 
 
 def __getattr__(name: str):

@@ -18,8 +18,9 @@ reader, clock), and every ``prepare`` its own face tracker over the shared face 
 
 Where things live: :class:`PipelineConfig` in :mod:`.config`, :class:`RenderReport`,
 :class:`Frame` and :class:`StageClock` in :mod:`.reports`, :class:`StreamSession` in
-:mod:`.session`, :func:`track_faces` and :func:`crop_face` in :mod:`.tracking`, and the
-photo-or-video face file in :mod:`.face_source`; this module has :class:`Pipeline`, and
+:mod:`.session`, :class:`LiveSession` in :mod:`.live`, :func:`track_faces` and
+:func:`crop_face` in :mod:`.tracking`, and the photo-or-video face file in
+:mod:`.face_source`; this module has :class:`Pipeline`, and
 imports the others' names for callers that import them from here.
 """
 
@@ -45,6 +46,7 @@ from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE, T_FRAMES
 from .face_source import FaceSource, open_face
 from .files import sha256_file
 from .landmarks import lip_openness, select_references
+from .live import LiveConfig, LiveSession
 from .media import VideoWriter, check_audio_encoder, check_output_path
 from .renderer import LandmarkGenerator, Renderer
 from .reports import Frame, RenderReport, StageClock
@@ -256,6 +258,20 @@ class Pipeline:
         """
         avatar = face if isinstance(face, Avatar) else self.prepare(face)
         return StreamSession(self, avatar, sample_rate, channels)
+
+    def open_live(self, face: str | Path | Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1, *,
+                  realtime: bool = True, on_playback_started: Callable[[], None] | None = None,
+                  on_playback_finished: Callable[[bool], None] | None = None,
+                  config: LiveConfig | None = None) -> LiveSession:
+        """An always-on avatar: frames at 25 fps while it is open, idle until speech is pushed.
+
+        See :class:`~iplap.runtime.live.LiveSession` (``push``, ``end_of_turn``, ``interrupt``,
+        ``frames``, ``stats``); close it (or use it as a context manager) to stop its worker.
+        """
+        avatar = face if isinstance(face, Avatar) else self.prepare(face)
+        return LiveSession(self, avatar, sample_rate, channels, realtime=realtime,
+                           on_playback_started=on_playback_started, on_playback_finished=on_playback_finished,
+                           config=config)
 
     def stream(self, face: str | Path | Avatar, chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE,
                channels: int = 1) -> Iterator[Frame]:

@@ -40,17 +40,20 @@ class StreamSession:
     192 kHz; resampled to 16 kHz with the original's filter), mono or stereo: stereo is
     ``channels=2``, either interleaved in a flat array (whole frames: an even length) or
     shaped (n, 2); the channels are averaged as the original does.
+
+    ``loop_start``: where in the face video's ping-pong loop the first landmark window
+    starts (0 for renders and streams). Output frame ``j`` shows loop position
+    ``loop_start + max(j, 2)``; a live session starts each turn where its idle loop is, so
+    that head motion goes on without a jump. ``reader``: a frame reader of the avatar's
+    face to share (a live session's, used on the same thread); the session does not
+    close it.
     """
 
     def __init__(self, pipeline: Pipeline, avatar: Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1,
-                 clock: StageClock | None = None):
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
-                or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-            raise MediaError(f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
-                             f"got {sample_rate!r}")
-        if channels not in (1, 2):
-            raise MediaError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
+                 clock: StageClock | None = None, loop_start: int = 0, reader=None):
+        check_stream_format(sample_rate, channels)
         self.pipeline, self.avatar = pipeline, avatar
+        self.loop_start = int(loop_start)
         self.sample_rate, self.channels = int(sample_rate), channels
         self.clock = clock or StageClock()
         self._resampler = KaiserResampler(self.sample_rate, SAMPLE_RATE) if self.sample_rate != SAMPLE_RATE else None
@@ -63,7 +66,8 @@ class StreamSession:
         pose, content = split_pose_content(np.stack([track.normalised(int(k)) for k in avatar.landmark_ref_frames]))
         self._ref_pose, self._ref_content = pose[None], content[None]
         self._normalised: dict[int, np.ndarray] = {}
-        self._reader = None  # the face's frames by index, opened on the first render
+        self._reader = reader  # the face's frames by index, opened on the first render
+        self._owns_reader = reader is None
 
     # -- audio in -------------------------------------------------------------------------
     def accept(self, samples) -> None:
@@ -90,23 +94,7 @@ class StreamSession:
         self._finished = True
 
     def _to_mono(self, samples) -> np.ndarray:
-        x = np.asarray(samples)
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / np.float32(32768)
-        elif x.dtype in (np.float32, np.float64):
-            x = x.astype(np.float32, copy=False)
-        else:
-            raise MediaError(f"audio samples must be float32 or float64 in [-1, 1], or int16; got {x.dtype}")
-        if x.ndim == 1:
-            if x.size % self.channels:
-                raise MediaError(f"an interleaved stereo chunk must hold whole frames (an even number of samples); "
-                                 f"got {x.size}")
-            x = x.reshape(-1, self.channels)
-        elif x.ndim != 2 or x.shape[1] != self.channels:
-            raise MediaError(f"audio samples must be a flat array or shaped (n, {self.channels}) for "
-                             f"{self.channels} channel{'s' if self.channels > 1 else ''}; got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise MediaError("audio samples hold NaN or infinite values")
+        x = sample_frames(samples, self.channels)
         return np.ascontiguousarray(x[:, 0]) if self.channels == 1 else np.mean(x, axis=1, dtype=np.float32)
 
     def _too_short(self) -> MediaError:
@@ -116,19 +104,49 @@ class StreamSession:
     # -- frames out -----------------------------------------------------------------------
     @property
     def frames_done(self) -> int:
-        """Output frames produced so far."""
+        """Output frames produced (or passed over by :meth:`skip`) so far: the index of the next one."""
         return 0 if self._next == 0 else self._next + 2
+
+    @property
+    def renders_ready(self) -> int:
+        """Renders whose audio is complete and that are not yet done (or skipped)."""
+        return max(0, self._windows.available - 2 - self._next)  # window i + 2 is the last render i needs
+
+    @property
+    def frames_ready(self) -> int:
+        """Output frames whose audio is complete, rendered or not: once finished, all the
+        frames this speech gives (none for speech too short for one)."""
+        count = self._windows.available
+        return count if count >= 3 else 0
 
     def frames(self) -> Iterator[Frame]:
         """Render and yield every frame whose audio is complete (lazily: one render per step)."""
-        while self._windows.available >= self._next + 3:  # window i + 2 is the last render i needs
-            i = self._next
-            produced = self._render(i)
-            self._next += 1  # before yielding: a caller that stops early does not get them twice
-            self._windows.drop_before(self._next - 2)
+        while (produced := self.render_next()) is not None:
             yield from produced
         if self._finished and self._next == 0:
             raise self._too_short()
+
+    def render_next(self) -> list[Frame] | None:
+        """The next render's frames (three for the first, one after), or None until its audio is complete."""
+        if not self.renders_ready:
+            return None
+        i = self._next
+        produced = self._render(i)
+        self._next += 1  # before returning: a caller that stops early does not get them twice
+        self._windows.drop_before(self._next - 2)
+        return produced
+
+    def skip(self, renders: int) -> int:
+        """Pass over up to ``renders`` renders without rendering them; how many were passed.
+
+        A live session behind real time renders every k-th frame and holds the picture
+        between them. Only renders whose audio is complete can be passed (their mel
+        windows are dropped as rendering would drop them)."""
+        count = min(max(0, int(renders)), self.renders_ready)
+        if count:
+            self._next += count
+            self._windows.drop_before(self._next - 2)
+        return count
 
     def _frame_reader(self):
         if self._reader is None:
@@ -146,7 +164,7 @@ class StreamSession:
         pipeline, avatar, clock = self.pipeline, self.avatar, self.clock
         track = avatar.track
         before = dict(clock.totals)
-        seq = [pingpong_index(i + k, avatar.n_frames) for k in range(T_FRAMES)]
+        seq = [pingpong_index(self.loop_start + i + k, avatar.n_frames) for k in range(T_FRAMES)]
         centre = seq[2]
         indices = (0, 1, 2) if i == 0 else (i + 2,)
         with clock.time("decode"):
@@ -174,9 +192,9 @@ class StreamSession:
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
-        if self._reader is not None:
+        if self._reader is not None and self._owns_reader:
             self._reader.close()
-            self._reader = None
+        self._reader = None
 
     def __enter__(self) -> StreamSession:
         return self
@@ -185,4 +203,38 @@ class StreamSession:
         self.close()
 
 
-__all__ = ["StreamSession"]
+def check_stream_format(sample_rate, channels) -> None:
+    """Refuse a sample rate or channel count outside the streams' audio contract."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise MediaError(f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
+                         f"got {sample_rate!r}")
+    if channels not in (1, 2):
+        raise MediaError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
+
+
+def sample_frames(samples, channels: int) -> np.ndarray:
+    """A chunk of the streams' audio contract as float32 (n, channels) sample frames (int16
+    scaled by 1/32768); a :class:`MediaError` for anything else."""
+    x = np.asarray(samples)
+    if x.dtype == np.int16:
+        x = x.astype(np.float32)
+        x /= np.float32(32768)
+    elif x.dtype in (np.float32, np.float64):
+        x = x.astype(np.float32, copy=False)
+    else:
+        raise MediaError(f"audio samples must be float32 or float64 in [-1, 1], or int16; got {x.dtype}")
+    if x.ndim == 1:
+        if x.size % channels:
+            raise MediaError(f"an interleaved stereo chunk must hold whole frames (an even number of samples); "
+                             f"got {x.size}")
+        x = x.reshape(-1, channels)
+    elif x.ndim != 2 or x.shape[1] != channels:
+        raise MediaError(f"audio samples must be a flat array or shaped (n, {channels}) for "
+                         f"{channels} channel{'s' if channels > 1 else ''}; got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise MediaError("audio samples hold NaN or infinite values")
+    return x
+
+
+__all__ = ["StreamSession", "check_stream_format", "sample_frames"]
