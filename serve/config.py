@@ -63,6 +63,8 @@ class ServeConfig:
     live_timeout_s: float = setting(3600.0, "longest wall-clock time of one live session, s")
     idle_timeout_s: float = setting(30.0, "longest wait for a live client's next message (the start message "
                                            "too) or for the next bytes of an upload, s")
+    live_heartbeat_s: float = setting(30.0, "seconds between the server's pings on a live session; a client "
+                                            "that does not answer one within half of it is taken for gone")
     upload_timeout_s: float = setting(600.0, "longest time one upload may take, s")
     live_pending_frames: int = setting(8, "frames a live session holds for a client that reads slowly; older "
                                            "pictures are then dropped, their audio kept", metavar="K")
@@ -85,7 +87,7 @@ class ServeConfig:
         if not MIN_REFS <= self.refs <= MAX_REFS:
             raise IplapError(f"refs must be between {MIN_REFS} and {MAX_REFS}, got {self.refs}")
         for name in ("max_upload_mb", "max_live_seconds", "max_speech_seconds", "live_timeout_s", "idle_timeout_s",
-                     "upload_timeout_s"):
+                     "upload_timeout_s", "live_heartbeat_s"):
             if not getattr(self, name) > 0:
                 raise IplapError(f"{name} must be positive, got {getattr(self, name)}")
         if self.avatar_dir_mb < 0:

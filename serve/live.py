@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 SEND_BUFFER_BYTES = 64 * 1024
 #: The largest WebSocket message a client may send (aiohttp closes the session beyond it).
 MAX_MESSAGE_BYTES = 4 * 2**20
-#: Seconds between the server's pings; a client that does not answer one is gone.
-HEARTBEAT_S = 30.0
 #: Seconds of the client's audio that may wait for the render thread (then reading pauses).
 INBOX_SECONDS = 4.0
 
@@ -77,12 +75,13 @@ class LiveLimits:
     wall_seconds: float
     pending_frames: int
     jpeg_quality: int
+    heartbeat_seconds: float
     inbox_seconds: float = INBOX_SECONDS
 
     @classmethod
     def of(cls, config) -> LiveLimits:
         return cls(config.max_live_seconds, config.idle_timeout_s, config.live_timeout_s, config.live_pending_frames,
-                   config.jpeg_quality)
+                   config.jpeg_quality, config.live_heartbeat_s)
 
 
 class Deadline:
@@ -247,7 +246,7 @@ async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, sl
                      sessions: set) -> web.WebSocketResponse:
     """The WebSocket handler's body, after the avatar was checked (see ``app.py``). ``sessions``
     holds the running sessions, for the server to abort them when it shuts down."""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
+    ws = web.WebSocketResponse(heartbeat=limits.heartbeat_seconds, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     _small_send_buffer(request)
     deadline = Deadline(limits.wall_seconds)

@@ -53,11 +53,13 @@ def light_copy(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def server(bundle_dir, tmp_path_factory):
     """A real ``iplap serve`` with the stand-in bundle on a loopback port: N=2, uploads up to
-    5 MB, 3 frames held for a slow live client."""
+    5 MB, 3 frames held for a slow live client, and pings 10 minutes apart (the slow-client
+    test's client reads nothing, so it cannot answer a ping, while the render may take longer
+    than the default 30 s on a loaded machine)."""
     pytest.importorskip("aiohttp", reason="the serve tests need the serve extra (aiohttp)")
     from serveutil import start_server
 
     srv = start_server(bundle_dir, tmp_path_factory.mktemp("avatars"), "--max-upload-mb", "5",
-                       "--live-pending-frames", "3")
+                       "--live-pending-frames", "3", "--live-heartbeat-s", "600")
     yield srv
     srv.stop()
