@@ -68,6 +68,10 @@ not yet played speech plus a constant.
 Thread contract as for :class:`~.session.StreamSession`: one thread iterates ``frames()``;
 ``push``, ``end_of_turn``, ``interrupt``, ``stats`` and ``close`` may be called from any
 thread; many live sessions share one :class:`~.pipeline.Pipeline`.
+
+Why one module of over 450 lines: the clock (``frames()``), the worker and the turns share
+one state under one lock, and the contract above is theirs together. Its plain parts (the
+config, frame and stats types) are the first to move out when it grows.
 """
 
 from __future__ import annotations
