@@ -134,6 +134,7 @@ def test_local_batch_gives_iplap_runs_outputs_and_resumes(inputs, bundle_dir, ex
     _assert_outputs(out, expected)
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_ctrl_c_leaves_no_partial_output_and_the_rerun_completes(inputs, bundle_dir, expected, tmp_path):
     out = tmp_path / "out"
     manifest = inputs / "good.csv"
@@ -218,6 +219,7 @@ def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | No
     subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_ray_batch_survives_a_killed_worker_with_the_same_outputs(inputs, bundle_dir, expected, ray_cluster,
                                                                   tmp_path):
     """The same five jobs as Ray tasks; a worker is killed in the middle of a job (fault

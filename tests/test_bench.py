@@ -34,6 +34,7 @@ def test_rounds_pool_into_medians_and_fastest_frames():
     assert failed.error == "OpenVINO cannot compile" and failed.seconds_per_frame != failed.seconds_per_frame
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_quick_bench_writes_table_json_and_plots(bundle_dir, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["bench", "--bundle", str(bundle_dir), "--out", str(out), "--quick", "--threads", "2", "--quiet",

@@ -117,6 +117,8 @@ def test_photo_or_video_is_told_by_content_not_by_name(pipeline, clip, tmp_path)
     with pytest.raises(iplap.MediaError, match="face file not found"):
         iplap.face_is_photo(tmp_path / "missing.png")
 
+
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_streaming_does_not_depend_on_chunk_size(pipeline, clip):
     avatar = pipeline.prepare(clip)
     wav = load_audio(SPEECH_16K)[8000:8000 + int(0.45 * 16000)]
@@ -574,6 +576,7 @@ def test_stream_refuses_audio_outside_its_contract(pipeline, kwargs, chunk, mess
         list(pipeline.stream(avatar, [chunk], **kwargs))
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_three_streams_at_once_equal_three_in_turn(bundle_dir, clip):
     """One pipeline, three threads, three streams (each tracking its own face, in track mode
     where the tracker keeps state from frame to frame): the frames of sequential runs."""
@@ -617,6 +620,7 @@ def _stage_sum(err):
     return float(found.group(1)), stages
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_printed_timing_adds_up_and_verbose_goes_anywhere(bundle_dir, clip, tmp_path, capsys):
     """-v after the subcommand works; the stages (the face's preparation included) add up to
     the printed wall time within 5%."""

@@ -617,6 +617,7 @@ def test_fuzz_the_whole_surface(strict, avatar):
     assert sum(statuses.values()) >= 150
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_killed_under_load_and_restarted(bundle_dir, tmp_path):
     """kill -9 while a video is prepared and jobs render: after a restart the ready face is
     listed and renders, the half-prepared one is not served, and the dead server's work

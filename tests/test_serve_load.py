@@ -41,6 +41,7 @@ async def _wave(url: str, avatar: str, audio: bytes) -> tuple[dict[str, str], in
     return jobs, sum(1 for job in results if job is None)
 
 
+@pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_twenty_clients_at_once(bundle_dir, tmp_path):
     """Every job ends done or is refused with 429; none is lost; the server's memory does not
     grow from one wave to the next."""
