@@ -5,7 +5,6 @@ written once, on the field (``metadata["help"]``, plus argparse extras such as `
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 
 _TYPES = {"int": int, "float": float, "str": str, "Path": Path}
@@ -54,4 +53,3 @@ def settings_from(args, settings, **given):
 
 
 __all__ = ["add_flags", "setting", "settings_from"]
-del typing

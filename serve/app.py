@@ -100,7 +100,7 @@ async def post_avatar(request: web.Request) -> web.Response:
         try:
             await slots.run(store.prepare, record.id, admitted=True)
         except ApiError:
-            store.delete(record.id)
+            store.discard(record.id)  # failed or stopped: the 422 or 503 is what the client hears
             raise
         return json_response(record.public(), 201)
     task = asyncio.get_running_loop().create_task(_prepare_in_background(slots, store, record.id))

@@ -67,10 +67,10 @@ class Guard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
-        host = request.headers.get("Host")
+        host = request.headers.get("Host", "")
         if not self.host_allowed(host):
             return error_response(403, f"refused: this service does not answer to the host name "
-                                       f"{host_name(host or '')!r}")
+                                       f"{host_name(host)!r}")
         origin = request.headers.get("Origin")
         cross = origin is not None and origin != f"http://{host.strip().lower()}"
         if origin is not None and not self.origin_allowed(origin, host):

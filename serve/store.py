@@ -164,9 +164,10 @@ class AvatarStore:
         record = self.get(avatar_id)
         if record.state is AvatarState.PREPARING:
             raise ApiError(409, f"avatar {avatar_id} is being prepared; delete it when it is ready")
-        self._forget(avatar_id)
+        self.discard(avatar_id)
 
-    def _forget(self, avatar_id: str) -> None:
+    def discard(self, avatar_id: str) -> None:
+        """Forget a face and remove its folder (nothing happens for an unknown id)."""
         with self._lock:
             self._records.pop(avatar_id, None)
             for key in [k for k in self._loaded if k[0] == avatar_id]:
@@ -193,7 +194,7 @@ class AvatarStore:
         try:
             avatar = self._prepare(avatar_id, self.pipeline.config.refs, progress)
         except Cancelled:
-            self._forget(avatar_id)
+            self.discard(avatar_id)
             raise ApiError(503, "the service is shutting down") from None
         except Exception as exc:  # noqa: BLE001 - reported in the record; the service goes on
             failure = Failure.of(exc, details=False)
@@ -268,7 +269,7 @@ class AvatarStore:
         for avatar_id in sorted(ready, key=self._last_used):
             if total <= self.max_bytes:
                 break
-            self._forget(avatar_id)
+            self.discard(avatar_id)
             total -= sizes[avatar_id]
             removed.append(avatar_id)
             log.info("avatar %s removed: the avatar folder is over its limit of %d MB", avatar_id,
