@@ -247,10 +247,19 @@ def test_face_preparations_wait_in_the_queue(strict, tmp_path):
     """Videos uploaded at once take the 2 slots, 1 waits (--max-queue 1), the next is refused."""
     from iplap.samples.clip import head_motion_frames, write_clip
 
-    answers = []
-    for seed in range(4):
-        clip = write_clip(tmp_path / f"clip{seed}.mp4", head_motion_frames(1.2, size=128, seed=20 + seed))
-        answers.append(call(strict, "POST", "/api/avatars", files={"face": (f"clip{seed}.mp4", clip.read_bytes())}))
+    clips = [write_clip(tmp_path / f"clip{seed}.mp4", head_motion_frames(1.2, size=128, seed=20 + seed)).read_bytes()
+             for seed in range(4)]
+
+    async def upload(k: int):  # all four at once: none is prepared before the last arrives
+        async with aiohttp.ClientSession() as session:
+            form = aiohttp.FormData()
+            form.add_field("face", clips[k], filename=f"clip{k}.mp4")
+            async with session.post(strict.url + "api/avatars", data=form) as response:
+                return response.status, json.loads(await response.read())
+
+    async def burst():
+        return await asyncio.gather(*(upload(k) for k in range(4)))
+    answers = sorted(asyncio.run(burst()), key=lambda answer: answer[0])
     assert [status for status, _ in answers] == [202, 202, 202, 429], answers
     one_line_error(*answers[-1], 429, "queue is full")
     for _, body in answers[:3]:
