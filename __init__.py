@@ -47,6 +47,9 @@ _LAZY = {
     "StreamSession": "iplap.runtime.session",
     "LiveSession": "iplap.runtime.live",
     "LiveFrame": "iplap.runtime.live",
+    "LiveConfig": "iplap.runtime.live",
+    "LiveStats": "iplap.runtime.live",
+    "LiveEvent": "iplap.runtime.live",
     "Frame": "iplap.runtime.reports",
     "RenderReport": "iplap.runtime.reports",
     "face_is_photo": "iplap.runtime.face_source",
@@ -69,7 +72,7 @@ _LAZY = {
 
 __all__ = ["BACKENDS", "DEFAULT_REFS", "FPS", "MAX_REFS", "MAX_SAMPLE_RATE", "MIN_GATE_PSNR_DB", "MIN_REFS",
            "MIN_SAMPLE_RATE", "Avatar", "AvatarError", "BackendConfig", "BackendError", "Bundle", "BundleError",
-           "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "LiveFrame", "LiveSession",
+           "CheckpointError", "Failure", "Fault", "Frame", "IplapError", "LimitError", "LiveConfig", "LiveEvent", "LiveFrame", "LiveSession", "LiveStats",
            "MediaError", "NoFaceError", "Pipeline", "PipelineConfig", "RenderReport", "Speech", "StreamSession",
            "__version__", "face_is_photo", "load_speech", "sha256_file"]
 

@@ -58,7 +58,9 @@ from there.
 Events. ``on_playback_started()`` and ``on_playback_finished(interrupted)`` are called on the
 thread that iterates ``frames()``, just before a turn's first frame and its last frame
 (or, interrupted, the first idle frame after it) are yielded: what the user heard. A turn
-dropped before it started playing fires neither.
+dropped before it started playing fires neither. The same moments are also kept as
+:class:`LiveEvent` records for ``events()``, an iterator any other thread may read (the
+last ``EVENTS_KEPT`` are kept for a reader that falls behind; older ones are dropped).
 
 Memory. Pushed speech is held once (float32), shared by the feed and the playback queues
 and dropped as it is used; the StreamSession gets it a short piece at a time (its mel
@@ -136,6 +138,24 @@ class LiveFrame:
     @property
     def time(self) -> float:
         return self.index / FPS
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """A moment of playback: a turn's first frame shown, or its last (or it was cut off)."""
+
+    kind: str  # "playback_started" or "playback_finished"
+    turn: int
+    index: int  # the frame of the session clock it came with
+    interrupted: bool = False  # playback_finished: the turn was cut off by interrupt()
+
+    @property
+    def time(self) -> float:
+        return self.index / FPS
+
+
+#: Playback events kept for ``LiveSession.events()`` (a reader that falls behind loses the oldest).
+EVENTS_KEPT = 256
 
 
 @dataclass
@@ -240,6 +260,9 @@ class LiveSession:
         self.realtime = realtime
         self.config = config or LiveConfig()
         self._on_started, self._on_finished = on_playback_started, on_playback_finished
+        self._events: deque[LiveEvent] = deque(maxlen=EVENTS_KEPT)
+        self._event_count = 0  # events ever recorded (the reader's position counts these)
+        self._events_cond = threading.Condition()
         self._cond = threading.Condition()
         self._turns: deque[_Turn] = deque()  # pushed and not yet played to their end, in order
         self._queue: deque[_Picture] = deque()  # pictures ahead of the clock
@@ -248,6 +271,7 @@ class LiveSession:
         self._idle_next = 0  # loop position of the next idle picture made
         self._epoch = 0  # changes whenever queued idle pictures are dropped
         self._interrupted = False  # the next frame reports an interrupted turn
+        self._interrupted_turn = -1
         self._closed = False
         self._error: BaseException | None = None
         self._turn_count = 0
@@ -297,6 +321,7 @@ class LiveSession:
             playing = self._playing
             if playing is not None and playing.playhead >= 0:
                 self._interrupted = True
+                self._interrupted_turn = playing.number
                 self._show_pos = playing.position(playing.playhead) + 1
                 self._last = _Picture(None, self._show_pos - 1, self._last.background, self._last.background)
             for turn in self._turns:
@@ -337,8 +362,42 @@ class LiveSession:
                 frame, events = self._decide(self._index)
                 self._index += 1
             for event in events:
-                event()
+                self._fire(event, frame.index)
             yield frame
+
+    def _fire(self, event: LiveEvent, index: int) -> None:
+        """Record a playback event for ``events()`` (at frame ``index``, the one it is yielded
+        with) and call its callback (the consumer's thread)."""
+        event = LiveEvent(event.kind, event.turn, index, event.interrupted)
+        with self._events_cond:
+            self._events.append(event)
+            self._event_count += 1
+            self._events_cond.notify_all()
+        if event.kind == "playback_started":
+            if self._on_started is not None:
+                self._on_started()
+        elif self._on_finished is not None:
+            self._on_finished(event.interrupted)
+
+    def events(self, timeout: float | None = None) -> Iterator[LiveEvent]:
+        """Playback events from now on, as they happen, until the session closes (or, with a
+        ``timeout``, until none has come for that many seconds). Any thread; several
+        readers each see every event."""
+        with self._events_cond:
+            seen = self._event_count  # at the call, not at the first next()
+        return self._events_after(seen, timeout)
+
+    def _events_after(self, seen: int, timeout: float | None) -> Iterator[LiveEvent]:
+        while True:
+            with self._events_cond:
+                if not self._events_cond.wait_for(lambda: self._event_count > seen or self._closed, timeout):
+                    return
+                if self._event_count == seen:  # closed
+                    return
+                missed = self._event_count - seen
+                fresh = list(self._events)[-min(missed, len(self._events)):]
+                seen = self._event_count
+            yield from fresh
 
     def _wait_until(self, due: float) -> None:
         while not self._closed and self._error is None and (left := due - time.monotonic()) > 0:
@@ -365,14 +424,13 @@ class LiveSession:
             return True
         return head is not None and head.turn is turn and head.j <= j
 
-    def _decide(self, n: int) -> tuple[LiveFrame, list[Callable[[], None]]]:
+    def _decide(self, n: int) -> tuple[LiveFrame, list[LiveEvent]]:
         """Frame ``n`` from what is ready now (lock held), and the events to fire with it."""
-        events: list[Callable[[], None]] = []
+        events: list[LiveEvent] = []
         if self._interrupted:
             self._interrupted = False
             self._stats.interrupted += 1
-            if self._on_finished is not None:
-                events.append(lambda: self._on_finished(True))
+            events.append(LiveEvent("playback_finished", self._interrupted_turn, n, True))
         turn = self._playing
         if turn is None and self._queue and self._turns and self._queue[0].turn is self._turns[0] \
                 and self._queue[0].j == 0:
@@ -414,8 +472,7 @@ class LiveSession:
         turn.playhead = j
         if j == 0:
             self._stats.latencies.append(time.monotonic() - turn.pushed_at)
-            if self._on_started is not None:
-                events.append(self._on_started)
+            events.append(LiveEvent("playback_started", turn.number, n))
         if turn.length is not None and j >= turn.length - 1 and turn.play.count == 0:
             self._end_turn(turn, events)
         return LiveFrame(n, self._last.image, audio, True, turn.number, held)
@@ -427,8 +484,7 @@ class LiveSession:
         while self._queue and self._queue[0].turn is turn:
             self._queue.popleft()
         self._stats.turns += 1
-        if self._on_finished is not None:
-            events.append(lambda: self._on_finished(False))
+        events.append(LiveEvent("playback_finished", turn.number, -1))
         self._cond.notify_all()
 
     def stats(self) -> LiveStats:
@@ -632,6 +688,8 @@ class LiveSession:
             for turn in self._turns:
                 turn.dropped = True
             self._cond.notify_all()
+        with self._events_cond:
+            self._events_cond.notify_all()
         if threading.current_thread() is not self._worker:
             self._worker.join()
         self._reader.close()
@@ -650,4 +708,4 @@ def _mix(front: np.ndarray, back: np.ndarray, alpha: float) -> np.ndarray:
     return cv2.addWeighted(front, alpha, back, 1.0 - alpha, 0.0)
 
 
-__all__ = ["LiveConfig", "LiveFrame", "LiveSession", "LiveStats"]
+__all__ = ["EVENTS_KEPT", "LiveConfig", "LiveEvent", "LiveFrame", "LiveSession", "LiveStats"]

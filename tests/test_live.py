@@ -8,6 +8,7 @@ render of the stand-in bundle costs seconds on a small machine. Numbers are prin
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import tracemalloc
 
@@ -20,7 +21,7 @@ from iplap.runtime.backends import BackendConfig
 from iplap.runtime.constants import FPS
 from iplap.runtime.face_source import avatar_face
 from iplap.runtime.landmarks import pingpong_index
-from iplap.runtime.live import LiveConfig, LiveFrame
+from iplap.runtime.live import LiveConfig, LiveEvent, LiveFrame
 from iplap.runtime.pipeline import Pipeline, PipelineConfig
 from iplap.samples import FACE_IMAGE, SPEECH_16K
 from iplap.samples.clip import head_motion_frames, write_clip
@@ -54,8 +55,8 @@ def _source_frames(avatar, count: int) -> list[np.ndarray]:
 
 
 class Recorded:
-    def __init__(self, frames, events, stats, speech):
-        self.frames, self.events, self.stats, self.speech = frames, events, stats, speech
+    def __init__(self, frames, events, stats, speech, read=()):
+        self.frames, self.events, self.stats, self.speech, self.read = frames, events, stats, speech, list(read)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,9 @@ def recorded(pipeline, clip_avatar):
     finished = lambda interrupted: events.append(("finished", len(frames), interrupted))  # noqa: E731
     with pipeline.open_live(clip_avatar, 16000, realtime=False, on_playback_started=started,
                             on_playback_finished=finished) as live:
+        read: list = []  # events() read on another thread, as a front end would
+        reader = threading.Thread(target=lambda: read.extend(live.events()), daemon=True)
+        reader.start()
         it = live.frames()
         frames += itertools.islice(it, IDLE_BEFORE)
         live.push(speech)
@@ -75,9 +79,11 @@ def recorded(pipeline, clip_avatar):
             frames.append(next(it))
         frames += itertools.islice(it, IDLE_AFTER)
         stats = live.stats()
+    reader.join(5)  # close() ends the iterator
+    assert not reader.is_alive()
     print(f"\nrecorded: {len(frames)} frames, {stats.speaking_frames} speaking, {stats.rendered} rendered, "
           f"real-time factor {stats.real_time_factor:.1f}, events {events}")
-    return Recorded(frames, events, stats, speech)
+    return Recorded(frames, events, stats, speech, read)
 
 
 def _turn(recorded) -> tuple[int, int]:
@@ -109,6 +115,13 @@ def test_a_turn_plays_between_idle_frames_with_its_events(recorded):
     assert {f.turn for f in recorded.frames[first:end]} == {0}
     assert not any(f.held for f in recorded.frames)  # without a clock every frame has its picture
     assert recorded.stats.turns == 1 and recorded.stats.latencies
+
+
+def test_events_iterator_sees_what_the_callbacks_see(recorded):
+    """events() (read on another thread) gives the callbacks' moments, with the frame and turn."""
+    first, end = _turn(recorded)
+    assert recorded.read == [LiveEvent("playback_started", 0, first), LiveEvent("playback_finished", 0, end - 1)]
+    assert recorded.read[0].time == pytest.approx(first / FPS)
 
 
 def test_every_frame_carries_its_own_audio(recorded):
@@ -273,6 +286,9 @@ def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
     events = []
     with pipeline.open_live(clip_avatar, on_playback_started=lambda: events.append("started"),
                             on_playback_finished=lambda interrupted: events.append(("finished", interrupted))) as live:
+        read: list = []
+        reader = threading.Thread(target=lambda: read.extend(live.events()), daemon=True)
+        reader.start()
         live.push(_speech(2.0))
         it = live.frames()
         next(f for f in it if f.speaking)
@@ -285,11 +301,15 @@ def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
         waited = time.monotonic() - asked
         later = list(itertools.islice(it, 5))
         stats = live.stats()
+    reader.join(5)  # close() ends the iterator
+    assert not reader.is_alive()
     print(f"\ninterrupt: next frame {waited * 1000:.1f} ms after interrupt(), first speaking frame "
           f"{stats.latencies[0]:.2f} s after the push")
     assert not after.speaking and not after.audio.any() and after.index == speaking.index + 1
     assert waited <= 1 / FPS + 0.03  # the next frame's time, and a little for a busy machine
     assert events == ["started", ("finished", True)]
+    assert [(e.kind, e.interrupted, e.index) for e in read] == [("playback_started", False, read[0].index),
+                                                                 ("playback_finished", True, after.index)]
     source = _source_frames(clip_avatar, clip_avatar.n_frames)
     for idle in [after] + later:  # idle: an unchanged frame of the face video
         assert any(np.array_equal(idle.image, s) for s in source), idle.index
