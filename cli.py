@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .benchmarks import BENCH_REFS
+from .benchmarks import BENCH_REFS, LIVE_REFS
 from .errors import IplapError
 from .runtime.constants import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS, MISSING_FACE_MODES
 
@@ -314,8 +314,9 @@ def _register_bench(sub) -> None:
     p.add_argument("--out", type=_path, help="output folder")
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated (default {','.join(BACKENDS)})")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
-    p.add_argument("--refs", type=_int_list, default=BENCH_REFS,
-                   help=f"numbers of references (default {','.join(map(str, BENCH_REFS))})")
+    p.add_argument("--refs", type=_int_list,
+                   help=f"numbers of references (default {','.join(map(str, BENCH_REFS))}; with --live "
+                        f"{','.join(map(str, LIVE_REFS))})")
     p.add_argument("--threads", type=_int_list, help="thread counts (default: all cores)")
     p.add_argument("--frames", type=int, default=4, help="rendered frames timed per repeat (default 4)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up (default 3)")
@@ -332,6 +333,17 @@ def _register_bench(sub) -> None:
     p.add_argument("--from", dest="from_results", type=_path, metavar="RESULTS_JSON",
                    help="measure nothing: make the recommendation from a saved results.json")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: N=5, 2 frames, 1 repeat, a short ceiling")
+    live = p.add_argument_group("live (--live)")
+    live.add_argument("--live", action="store_true",
+                      help="measure live streams instead: sustained frame rate, first-frame and interruption "
+                           "latency, and the frame rate the ceiling allows, for a photo and a video avatar; writes "
+                           "live.json and live.md, and names the setting to use live")
+    live.add_argument("--avatars", default="photo,video", help="photo and/or video (default both)")
+    live.add_argument("--ov-precision", default="f32",
+                      help="OpenVINO inference precision hints to run, comma-separated: f32 (exact), bf16, f16 "
+                           "(default f32)")
+    live.add_argument("--live-frames", type=int, default=12,
+                      help="pictures timed per live round without a clock (default 12)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_bench)
 
@@ -346,10 +358,15 @@ def _bench_command(args) -> str:
     words += ["--out", str(args.out), "--backends", args.backends]
     if args.device != "CPU":
         words += ["--device", args.device]
+    if args.live:
+        words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision]
     if args.quick:
         words.append("--quick")
+    elif args.live:
+        words += ["--refs", ",".join(map(str, args.refs or LIVE_REFS)), "--live-frames", str(args.live_frames),
+                  "--repeats", str(args.repeats)]
     else:
-        words += ["--refs", ",".join(map(str, args.refs)), "--frames", str(args.frames), "--repeats",
+        words += ["--refs", ",".join(map(str, args.refs or BENCH_REFS)), "--frames", str(args.frames), "--repeats",
                   str(args.repeats)]
     if args.threads:
         words += ["--threads", ",".join(map(str, args.threads))]
@@ -387,6 +404,8 @@ def _cmd_bench(args) -> int:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise IplapError(f"unknown backend {unknown[0]!r}: choose {' and/or '.join(BACKENDS)}")
+    if args.live:
+        return _cmd_bench_live(args, backends)
     options = dict(backends=backends, device=args.device, torch_baseline=not args.no_torch,
                    renderer_checkpoint=args.renderer_checkpoint, threads=args.threads or (os.cpu_count() or 1,),
                    ceiling=not args.no_ceiling, budget=args.budget, min_psnr=args.min_psnr,
@@ -394,11 +413,41 @@ def _cmd_bench(args) -> int:
     if args.quick:
         config = BenchConfig.quick(args.bundle, args.out, **options)
     else:
-        config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs, frames=args.frames, repeats=args.repeats,
-                             **options)
+        config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs or BENCH_REFS, frames=args.frames,
+                             repeats=args.repeats, **options)
     report = run_bench(config, show_progress=not args.quiet)
     print(f"wrote {args.out / 'results.md'}, results.json and plots", file=sys.stderr)
     print("\n".join(describe(report["recommendation"])))
+    return EXIT_OK
+
+
+def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
+    import os
+
+    from .benchmarks.live import LiveBenchConfig, run_live_bench
+
+    if args.budget is not None or args.min_psnr is not None:
+        raise IplapError("--live chooses the most accurate setting that sustains 25 fps; --budget and --min-psnr "
+                         "are for the offline grid")
+    hints = tuple(h.strip() for h in args.ov_precision.split(",") if h.strip())
+    bad = [h for h in hints if h not in ("f32", "bf16", "f16")]
+    if bad or not hints:
+        raise IplapError(f"unknown --ov-precision {bad[0] if bad else args.ov_precision!r}: choose f32, bf16, f16")
+    options = dict(backends=backends, device=args.device, threads=tuple(args.threads or (os.cpu_count() or 1,)),
+                   avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()), ov_precisions=hints,
+                   ceiling=not args.no_ceiling, command=_bench_command(args))
+    if args.refs:
+        options["refs"] = tuple(args.refs)
+    if args.quick:
+        config = LiveBenchConfig.quick(args.bundle, args.out, **options)
+    else:
+        config = LiveBenchConfig(tuple(args.bundle), args.out, frames=args.live_frames, repeats=args.repeats,
+                                 **options)
+    report = run_live_bench(config, show_progress=not args.quiet)
+    print(f"wrote {args.out / 'live.md'} and live.json", file=sys.stderr)
+    for avatar, c in report["choice"].items():
+        rate = "sustains 25 fps" if c["sustains"] else f"{c['fps']:.2f} pictures/s (every {c['k']}th frame)"
+        print(f"live, {avatar}: {c['label']}: {rate}")
     return EXIT_OK
 
 

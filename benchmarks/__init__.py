@@ -8,7 +8,8 @@
 * :mod:`.report` - results.md; :mod:`.plots` - the PNG plots, one function per plot;
 * :mod:`.bench` - the steps together (``run_bench``);
 * :mod:`.ceiling` - the machine's convolution ceiling; :mod:`.recommend` - the setting to use;
-* :mod:`.timing` - timers and memory.
+* :mod:`.timing` - timers and memory;
+* :mod:`.live` - ``iplap bench --live``: live streams against the ceiling.
 
 The other ``bench_*`` and ``profile_graph`` modules are stand-alone scripts (``python -m``).
 """
@@ -17,3 +18,5 @@ from ..runtime.constants import DEFAULT_REFS
 
 #: The numbers of references ``iplap bench`` measures by default.
 BENCH_REFS = (5, 10, DEFAULT_REFS)
+#: The numbers of references ``iplap bench --live`` measures by default.
+LIVE_REFS = (1, 5, 10)
