@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 #: manifest's ``openvino_inference_precision``). int8 asks for f32 so that the layers kept
 #: in float run as the gate measured them, also on CPUs whose default is bf16.
 OPENVINO_HINT = {"int8": "f32", "bf16": "bf16", "fp16": "f16"}
+#: An int8 bundle's float work (normalisation, modulation, activations, the layers kept in
+#: float) may run in bf16 on OpenVINO where the CPU has it (AMX-BF16 or AVX512-BF16): kept
+#: only if the whole bundle, run so, passes the gate and loses at most this much face PSNR
+#: against the f32 hint's measurement.
+MAX_FLOAT_HINT_LOSS_DB = 0.5
 
 
 class GateError(IplapError):
@@ -74,6 +79,10 @@ class CalibrateConfig:
             that precision (the gate then measures f32 compute only).
         overwrite: replace an existing bundle at ``out_dir``.
         workdir: folder for recorded samples and candidates (default: a temporary folder).
+        float_hint: for an int8 bundle, the OpenVINO precision hint to try for its float
+            work (``"bf16"``; None: keep f32). Kept where the device runs it, the gate passes
+            and the face PSNR is within :data:`MAX_FLOAT_HINT_LOSS_DB` of f32's; the manifest
+            records the measurement either way.
     """
 
     bundle: Path
@@ -90,6 +99,7 @@ class CalibrateConfig:
     allow_unverified: bool = False
     overwrite: bool = False
     workdir: Path | None = None
+    float_hint: str | None = "bf16"
 
     def backend_config(self, backend: str, precision: str | None = "f32") -> BackendConfig:
         if backend == "onnxruntime":
@@ -119,6 +129,7 @@ class BackendResult:
     sensitivity: dict[str, Metrics] = field(default_factory=dict)
     fallback: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    float_hint: dict | None = None  # int8 on OpenVINO: the bf16 trial for the float work (see _try_float_hint)
 
     def to_dict(self) -> dict:
         return {"metrics": None if self.metrics is None else {**self.metrics.to_dict(),
@@ -335,7 +346,45 @@ def _calibrate_backend(config: CalibrateConfig, source: Bundle, backend: str, ev
     result.metrics, result.failures, result.fallback = selection.metrics, selection.failures, selection.fallback
     result.variants = {g: variant(g) for g in selection.graphs}
     result.executed_precision = executed_precision(result.variants[selection.graphs[0]].model)
+    if backend == "openvino" and precision == "int8" and config.float_hint and not result.failures:
+        _try_float_hint(config, source, result, evaluator)
     return result
+
+
+def _try_float_hint(config: CalibrateConfig, source: Bundle, result: BackendResult, evaluator: Evaluator) -> None:
+    """Gate the int8 bundle again with every graph compiled with ``config.float_hint`` (the
+    hint is the bundle's: it applies to its fp32 graphs too); keep it (``result`` then holds
+    that measurement) if the device runs it, the gate passes and the face PSNR loses at most
+    :data:`MAX_FLOAT_HINT_LOSS_DB`. Records what was measured in ``result.float_hint``."""
+    hint = config.float_hint
+    backend_config = config.backend_config("openvino", hint)
+    models = {}
+    for graph in GRAPH_NAMES:
+        path = result.variants[graph].files.openvino if graph in result.variants else source.graph_file(graph, "openvino")
+        models[graph] = load_model(path, backend_config, GRAPH_BY_NAME[graph].output_names)
+    executed = executed_precision(models[GRAPH_NAMES[0]])
+    record = {"tried": hint, "f32_metrics": result.metrics.to_dict(), "kept": False}
+    if executed != hint:
+        record["because"] = f"OpenVINO runs {executed}, not {hint}, on {config.device}"
+        log.info("openvino: %s for the float work not tried: %s", hint, record["because"])
+        result.float_hint = record
+        return
+    metrics = evaluator.evaluate(models)
+    failures = config.gate.failures(metrics.to_dict())
+    loss = result.metrics.face_psnr_db - metrics.face_psnr_db
+    record["metrics"] = metrics.to_dict()
+    if failures:
+        record["because"] = "the gate fails: " + "; ".join(failures)
+    elif loss > MAX_FLOAT_HINT_LOSS_DB:
+        record["because"] = f"face PSNR {loss:.2f} dB below f32's (at most {MAX_FLOAT_HINT_LOSS_DB:g})"
+    else:
+        record.update(kept=True, because=f"passes the gate; face PSNR {loss:+.2f} dB against f32's" if loss > 0
+                      else "passes the gate; face PSNR no lower than f32's")
+        result.metrics, result.executed_precision = metrics, executed
+        for graph, variant in result.variants.items():
+            variant.model = models[graph]
+    log.info("openvino, int8 with %s float work: %s (%s)", hint, metrics, record["because"])
+    result.float_hint = record
 
 
 def _replacements(results: dict[str, BackendResult]) -> dict[str, GraphFiles]:
@@ -351,6 +400,12 @@ def _graph_precision(precision: str, result: BackendResult, graph: str) -> str:
     if result.metrics is None or graph not in result.variants:
         return "fp32"
     return precision
+
+
+def _openvino_hint(precision: str, results: dict[str, BackendResult]) -> str:
+    """The hint the bundle runs with on OpenVINO: the precision's, or the float hint the gate kept."""
+    trial = results["openvino"].float_hint if "openvino" in results else None
+    return trial["tried"] if trial and trial["kept"] else OPENVINO_HINT[precision]
 
 
 def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
@@ -374,7 +429,7 @@ def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
         entry["precision"] = {b: graphs_entry[graph][b] for b in results}
     return {
         "precision": precision,
-        "openvino_inference_precision": OPENVINO_HINT[precision],
+        "openvino_inference_precision": _openvino_hint(precision, results),
         "graphs": manifest_graphs,
         "quantization": {
             "tool": f"iplap {__version__} calibrate",
@@ -387,6 +442,8 @@ def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
             "metrics": {b: r.to_dict()["metrics"] for b, r in results.items()},
             "sensitivity": {b: r.to_dict()["sensitivity"] for b, r in results.items() if r.sensitivity},
             "fallback": {b: r.fallback for b, r in results.items() if r.fallback},
+            **({"openvino_float_hint": results["openvino"].float_hint}
+               if "openvino" in results and results["openvino"].float_hint else {}),
             "calibration_data": {**recording.summary(), "budget": dataclasses.asdict(config.budget)},
             "machine": _machine(config.device),
         },
