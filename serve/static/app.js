@@ -175,7 +175,10 @@ class Player {
 
   add(header, jpeg, audio) {
     const now = performance.now();
-    if (this.anchor === null || this.anchor + header.time * 1000 < now) {
+    if (this.urgent) { // the first frame after an interrupt is drawn at once
+      this.anchor = now - header.time * 1000;
+      this.urgent = false;
+    } else if (this.anchor === null || this.anchor + header.time * 1000 < now) {
       this.anchor = now + LEAD_MS - header.time * 1000; // (re)anchor: a late frame is drawn from now
     }
     const entry = { at: this.anchor + header.time * 1000, bitmap: null, speaking: header.speaking };
@@ -203,12 +206,14 @@ class Player {
     this.nextAudio = Math.max(when, context.currentTime) + buffer.duration;
   }
 
-  // An interrupt: the speech scheduled stops now, and the pictures of the reply are not drawn.
+  // An interrupt: the speech scheduled stops now, the pictures of the reply are not drawn,
+  // and the idle frames that follow are drawn as they come.
   flush() {
     for (const source of this.sources) source.stop();
     this.sources.clear();
     this.nextAudio = null;
     this.queue = this.queue.filter((entry) => !entry.speaking);
+    this.urgent = true;
   }
 
   draw() {
