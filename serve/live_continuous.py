@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import threading
 
 import cv2
@@ -65,8 +64,6 @@ from .. import FPS, IplapError
 from .errors import ApiError
 from .live import ClientGone, Deadline, Session, _ws_error
 from .protocol import Outgoing, continuous_summary, event_message, message_type, ready_message
-
-log = logging.getLogger(__name__)
 
 COMMANDS = ("turn_end", "interrupt", "end")
 
