@@ -26,8 +26,10 @@ from .config import ServeConfig
 from .errors import ApiError, errors_middleware, json_response
 from .guard import Guard
 from .jobs import JobQueue
-from .live import LiveLimits, serve_live
+from .live import LiveLimits, LiveSession, serve_live
+from .live_continuous import ContinuousSession
 from .media_checks import FaceLimits, check_face, check_speech
+from .protocol import parse_mode
 from .slots import Slots
 from .store import AvatarStore
 from .uploads import read_form
@@ -55,7 +57,8 @@ API = (
                               "\"frames_total\", \"fps\", \"error\"}`"),
     ("DELETE", "/api/jobs/{id}", "cancel a job (a finished one is removed with its video)"),
     ("GET", "/api/jobs/{id}/video", "the finished mp4"),
-    ("WS", "/api/live?avatar={id}", "live session: PCM in, JPEG frames + their audio out (see below)"),
+    ("WS", "/api/live?avatar={id}", "live session: PCM in, JPEG frames + their audio out (see below); "
+                                    "`&mode=continuous`: an always-on avatar speaking in turns"),
 )
 
 CONFIG, PIPELINE, STORE, JOBS, SLOTS, UPLOADS, BACKGROUND, LIVE = (
@@ -190,8 +193,9 @@ async def live(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "say which face: /api/live?avatar=ID")
     store.ready(avatar_id)
     refs = parse_refs(request.query.get("refs"), config.refs)
+    mode = ContinuousSession if parse_mode(request.query.get("mode")) == "continuous" else LiveSession
     return await serve_live(request, request.app[PIPELINE], lambda: store.load(avatar_id, refs), request.app[SLOTS],
-                            LiveLimits.of(config), request.app[LIVE])
+                            LiveLimits.of(config), request.app[LIVE], mode)
 
 
 # -- health and the page -------------------------------------------------------------------------------

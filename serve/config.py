@@ -60,9 +60,12 @@ class ServeConfig:
     device: str = setting("CPU", "OpenVINO device")
     threads: int = setting(0, "inference threads per render (0: the cores shared out between the render slots)")
     max_live_seconds: float = setting(600.0, "most speech one live session may send, s")
+    live_queue_s: float = setting(60.0, "most speech a continuous live session may have waiting to play, s; a "
+                                         "chunk beyond it ends the session with a 413 error")
     live_timeout_s: float = setting(3600.0, "longest wall-clock time of one live session, s")
     idle_timeout_s: float = setting(30.0, "longest wait for a live client's next message (the start message "
-                                           "too) or for the next bytes of an upload, s")
+                                           "too; in continuous mode only the start message) or for the next "
+                                           "bytes of an upload, s")
     live_heartbeat_s: float = setting(30.0, "seconds between the server's pings on a live session; a client "
                                             "that does not answer one within half of it is taken for gone")
     upload_timeout_s: float = setting(600.0, "longest time one upload may take, s")
@@ -86,7 +89,7 @@ class ServeConfig:
                 raise IplapError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not MIN_REFS <= self.refs <= MAX_REFS:
             raise IplapError(f"refs must be between {MIN_REFS} and {MAX_REFS}, got {self.refs}")
-        for name in ("max_upload_mb", "max_live_seconds", "max_speech_seconds", "live_timeout_s", "idle_timeout_s",
+        for name in ("max_upload_mb", "max_live_seconds", "live_queue_s", "max_speech_seconds", "live_timeout_s", "idle_timeout_s",
                      "upload_timeout_s", "live_heartbeat_s"):
             if not getattr(self, name) > 0:
                 raise IplapError(f"{name} must be positive, got {getattr(self, name)}")

@@ -30,6 +30,10 @@ for a client that reads slowly (:class:`~.outbox.Outbox`: older pictures are dro
 sound). However a session ends (``end``, an error, a limit, the client going away, an
 oversized message, a missed heartbeat, the server shutting down), its render thread stops
 within a frame and its render slot is given back.
+
+``?mode=continuous`` gives an always-on session instead (:mod:`.live_continuous`: idle frames
+from ``ready`` on, speech in turns, interrupts); both modes share :class:`Session`'s
+lifecycle and :func:`serve_live`'s one slot per session.
 """
 
 from __future__ import annotations
@@ -77,11 +81,13 @@ class LiveLimits:
     jpeg_quality: int
     heartbeat_seconds: float
     inbox_seconds: float = INBOX_SECONDS
+    #: Continuous mode: the most speech that may wait to play (pushed ahead of playback).
+    queue_seconds: float = 60.0
 
     @classmethod
     def of(cls, config) -> LiveLimits:
         return cls(config.max_live_seconds, config.idle_timeout_s, config.live_timeout_s, config.live_pending_frames,
-                   config.jpeg_quality, config.live_heartbeat_s)
+                   config.jpeg_quality, config.live_heartbeat_s, queue_seconds=config.live_queue_s)
 
 
 class Deadline:
@@ -98,31 +104,43 @@ class Deadline:
         return ApiError(408, f"the live session reached its time limit of {self.seconds:g} s")
 
 
-class LiveSession:
-    """One live render: the client's audio in, the render thread, the frames out."""
+class Session:
+    """What every live session shares: the lifecycle of its render thread, its sender and its
+    receiver, one error for the client, and the frames waiting for the client. A mode says
+    what ``ready`` holds (:meth:`ready`), reads the client (:meth:`_receive`), renders on its
+    slot's thread (:meth:`_render`), stops it (:meth:`abort`) and sums up (:meth:`summary`)."""
 
     def __init__(self, pipeline: Pipeline, avatar: Avatar, start: StartMessage, limits: LiveLimits, slots: Slots,
                  loop: asyncio.AbstractEventLoop):
         self.pipeline, self.avatar, self.start, self.limits, self.slots = pipeline, avatar, start, limits, slots
         self.loop = loop
         self.stats = LiveStats()
-        self.inbox = Inbox(int(limits.inbox_seconds * start.bytes_per_second), loop)
         self.outbox = Outbox(limits.pending_frames, self.stats)
-        self.audio = ClientAudio(start, FPS)
         self.received = 0  # bytes of audio
         self.error: str | None = None
         self.error_status = 422
+
+    async def open(self) -> None:
+        """Make what the session renders with (on a render thread, the slot held)."""
+
+    async def close(self) -> None:
+        """Free what :meth:`open` made, however far :meth:`run` got (the slot still held)."""
 
     def abort(self, reason: str | None = None) -> None:
         """Stop now (from anywhere): the render thread ends within a frame; ``reason``, when
         given, is what the client is told (503)."""
         if reason is not None and self.error is None:
             self.error, self.error_status = reason, 503
-        self.inbox.abort()
+
+    def ready(self) -> str:
+        return ready_message(FPS, self.avatar.track.width, self.avatar.track.height, self.start)
+
+    def summary(self) -> dict:
+        return self.stats.summary()
 
     # -- on the event loop ---------------------------------------------------------------------
     async def run(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
-        await ws.send_str(ready_message(FPS, self.avatar.track.width, self.avatar.track.height, self.start))
+        await ws.send_str(self.ready())
         render = asyncio.ensure_future(self.slots.call(self._render))
         sender = asyncio.ensure_future(self.outbox.send_all(ws))
         receiver = asyncio.ensure_future(self._receive(ws, deadline))
@@ -139,10 +157,51 @@ class LiveSession:
             await asyncio.wait([render])  # the render thread ends before its slot is given back
         if self.error is not None:
             raise ApiError(self.error_status, self.error)
-        summary = self.stats.summary()
+        summary = self.summary()
         await ws.send_str(json.dumps(summary))
         await ws.close()
         log.info("live session: %s", summary)
+
+    async def _receive(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
+        raise NotImplementedError
+
+    def _render(self) -> None:
+        raise NotImplementedError
+
+    def _count(self, data: bytes) -> None:
+        """Check an audio message (whole sample frames, within the session's speech limit)."""
+        size = self.start.frame_bytes
+        if len(data) % size:
+            raise ApiError(400, f"an audio message must hold whole sample frames ({size} bytes each for "
+                                f"{self.start.channels} channel(s) of {self.start.format}); got {len(data)}")
+        self.received += len(data)
+        if self.received / self.start.bytes_per_second > self.limits.max_speech_seconds:
+            raise ApiError(413, f"a live session takes at most {self.limits.max_speech_seconds:g} s of speech")
+
+    def _failed(self, exc: Exception) -> None:
+        """The render thread failed: the client is told in one line, the log gets a bug's trace."""
+        failure = Failure.of(exc, details=False)
+        if failure.fault is Fault.INTERNAL:
+            log.exception("live session failed")
+        self.error = failure.message
+
+    def _send(self, message: Outgoing | str) -> None:
+        """Queue a message for the client (from the render thread)."""
+        self.loop.call_soon_threadsafe(self.outbox.push, message)
+
+
+class LiveSession(Session):
+    """One live render (``mode=oneshot``): the client's audio in, the render thread, the frames out."""
+
+    def __init__(self, pipeline: Pipeline, avatar: Avatar, start: StartMessage, limits: LiveLimits, slots: Slots,
+                 loop: asyncio.AbstractEventLoop):
+        super().__init__(pipeline, avatar, start, limits, slots, loop)
+        self.inbox = Inbox(int(limits.inbox_seconds * start.bytes_per_second), loop)
+        self.audio = ClientAudio(start, FPS)
+
+    def abort(self, reason: str | None = None) -> None:
+        super().abort(reason)
+        self.inbox.abort()
 
     async def _receive(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
         """Read the client's audio until ``end``; raise on bad input, a limit, or the client gone."""
@@ -170,13 +229,7 @@ class LiveSession:
                 raise ClientGone
 
     async def _accept(self, data: bytes) -> None:
-        size = self.start.frame_bytes
-        if len(data) % size:
-            raise ApiError(400, f"an audio message must hold whole sample frames ({size} bytes each for "
-                                f"{self.start.channels} channel(s) of {self.start.format}); got {len(data)}")
-        self.received += len(data)
-        if self.received / self.start.bytes_per_second > self.limits.max_speech_seconds:
-            raise ApiError(413, f"a live session takes at most {self.limits.max_speech_seconds:g} s of speech")
+        self._count(data)
         if self.stats.first_audio is None and data:
             self.stats.first_audio = time.perf_counter()
         await self.inbox.put(bytes(data))
@@ -197,10 +250,7 @@ class LiveSession:
         except Aborted:
             pass
         except Exception as exc:  # noqa: BLE001 - reported to the client; the service goes on
-            failure = Failure.of(exc, details=False)
-            if failure.fault is Fault.INTERNAL:
-                log.exception("live session failed")
-            self.error = failure.message
+            self._failed(exc)
         finally:
             self.inbox.abort()  # a client still sending learns that the render is over
             self.loop.call_soon_threadsafe(self.outbox.close)
@@ -215,9 +265,6 @@ class LiveSession:
                 raise RuntimeError("JPEG encoding failed")
             audio, audio_time = self.audio.for_frame(frame.index)
             self._send(Outgoing("frame", frame.index, round(frame.time, 6), jpeg.tobytes(), audio, audio_time))
-
-    def _send(self, message: Outgoing) -> None:
-        self.loop.call_soon_threadsafe(self.outbox.push, message)
 
 
 async def _until_rendered(render: asyncio.Future, watched: tuple[asyncio.Future, ...], deadline: Deadline) -> None:
@@ -243,9 +290,10 @@ def _ws_error(exc) -> str:
 
 
 async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, slots: Slots, limits: LiveLimits,
-                     sessions: set) -> web.WebSocketResponse:
+                     sessions: set, mode: type[Session] = LiveSession) -> web.WebSocketResponse:
     """The WebSocket handler's body, after the avatar was checked (see ``app.py``). ``sessions``
-    holds the running sessions, for the server to abort them when it shuts down."""
+    holds the running sessions, for the server to abort them when it shuts down; ``mode`` is
+    the session's class (:class:`LiveSession`, or the continuous one)."""
     ws = web.WebSocketResponse(heartbeat=limits.heartbeat_seconds, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     _small_send_buffer(request)
@@ -255,13 +303,15 @@ async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, sl
         if not await slots.try_acquire():
             raise ApiError(503, f"all {slots.count} render slots are busy; try again later")
         try:
-            session = LiveSession(pipeline, await slots.call(avatar_loader), start, limits, slots,
-                                  asyncio.get_running_loop())
+            session = mode(pipeline, await slots.call(avatar_loader), start, limits, slots,
+                           asyncio.get_running_loop())
             sessions.add(session)
             try:
+                await session.open()
                 await session.run(ws, deadline)
             finally:
                 sessions.discard(session)
+                await session.close()
         finally:
             slots.release()
     except (ApiError, IplapError) as exc:

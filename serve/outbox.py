@@ -10,31 +10,55 @@ from aiohttp import web
 
 from .protocol import LiveStats, Outgoing
 
+#: Text messages (a continuous session's events) that may wait for a client that reads slowly;
+#: they are never dropped, so one more means the client is not reading at all.
+MAX_PENDING_TEXTS = 256
+
+
+class OutboxOverflow(ConnectionError):
+    """More text messages wait than :data:`MAX_PENDING_TEXTS`: the client is not reading."""
+
 
 class Outbox:
     """Messages waiting for the client (on the event loop).
 
-    At most ``max_pending`` wait; beyond that the oldest waiting frame's picture is dropped and
-    its audio is carried by the next message, so the sound stays whole and memory stays bounded.
-    Rendering never waits for the client.
+    At most ``max_pending`` frame and audio messages wait; beyond that the oldest waiting
+    frame's picture is dropped and its audio is carried by the next such message, so the
+    sound stays whole and memory stays bounded. Text messages (events) keep their place among
+    them and are never dropped; beyond :data:`MAX_PENDING_TEXTS` of them the send loop fails
+    with :class:`OutboxOverflow`. Rendering never waits for the client.
     """
 
     def __init__(self, max_pending: int, stats: LiveStats):
         self.max_pending, self.stats = max_pending, stats
-        self._pending: deque[Outgoing] = deque()
+        self._pending: deque[Outgoing | str] = deque()
+        self._media = 0  # Outgoing messages in _pending
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._overflow = False
 
-    def push(self, message: Outgoing) -> None:
+    def push(self, message: Outgoing | str) -> None:
         self._pending.append(message)
-        while len(self._pending) > self.max_pending:
-            oldest, following = self._pending.popleft(), self._pending[0]
-            if oldest.jpeg:
-                self.stats.dropped_frames += 1
+        if isinstance(message, str):
+            self._overflow = self._overflow or len(self._pending) - self._media > MAX_PENDING_TEXTS
+        else:
+            self._media += 1
+            if self._media > self.max_pending:
+                self._drop_oldest()
+            self.stats.max_pending_frames = max(self.stats.max_pending_frames, self._media)
+        self._wakeup.set()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest frame or audio message; the next one carries its audio."""
+        media = [i for i, m in enumerate(self._pending) if not isinstance(m, str)][:2]
+        oldest, following = self._pending[media[0]], self._pending[media[1]]
+        del self._pending[media[0]]
+        self._media -= 1
+        if oldest.jpeg:
+            self.stats.dropped_frames += 1
+        if oldest.audio:
             following.audio = oldest.audio + following.audio
             following.audio_time = oldest.audio_time
-        self.stats.max_pending_frames = max(self.stats.max_pending_frames, len(self._pending))
-        self._wakeup.set()
 
     def close(self) -> None:
         """Nothing more will come: the send loop ends once the waiting messages are sent."""
@@ -47,7 +71,13 @@ class Outbox:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                if self._overflow:
+                    raise OutboxOverflow(f"more than {MAX_PENDING_TEXTS} messages wait for the client")
                 message = self._pending.popleft()
+                if isinstance(message, str):
+                    await ws.send_str(message)
+                    continue
+                self._media -= 1
                 await ws.send_bytes(message.encode())
                 if message.type == "frame":
                     now = time.perf_counter()

@@ -1,6 +1,7 @@
 """The live WebSocket's messages: parsing what the client sends, encoding what it gets.
 
-Nothing here touches a socket or a thread; :mod:`.live` runs the session.
+Nothing here touches a socket or a thread; :mod:`.live` runs a one-shot session and
+:mod:`.live_continuous` a continuous one (their docstrings give each mode's protocol).
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from .errors import ApiError
 FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 #: The channel counts a client may send (2: interleaved).
 CHANNELS = (1, 2)
+#: The live WebSocket's modes (``?mode=``): one reply per session, or an always-on avatar.
+MODES = ("oneshot", "continuous")
+
+
+def parse_mode(value: str | None) -> str:
+    """``?mode=`` of ``/api/live``: ``oneshot`` (the default) or ``continuous``; else a 400."""
+    if value in (None, ""):
+        return MODES[0]
+    if value not in MODES:
+        raise ApiError(400, f"mode must be one of {', '.join(MODES)}, got {_shown(value)}")
+    return value
 
 
 def _whole_number(value) -> bool:
@@ -101,16 +113,19 @@ class Outgoing:
     jpeg: bytes
     audio: bytes
     audio_time: float
+    extra: dict | None = None  # more header fields (continuous mode: speaking, turn, held)
 
     def encode(self) -> bytes:
         header = json.dumps({"type": self.type, "index": self.index, "time": self.time, "jpeg": len(self.jpeg),
-                             "audio": len(self.audio), "audio_time": round(self.audio_time, 6)}).encode()
+                             "audio": len(self.audio), "audio_time": round(self.audio_time, 6),
+                             **(self.extra or {})}).encode()
         return struct.pack(">I", len(header)) + header + self.jpeg + self.audio
 
 
-def ready_message(fps: int, width: int, height: int, start: StartMessage) -> str:
+def ready_message(fps: int, width: int, height: int, start: StartMessage, **extra) -> str:
     return json.dumps({"type": "ready", "fps": fps, "width": width, "height": height,
-                       "sample_rate": start.sample_rate, "channels": start.channels, "format": start.format})
+                       "sample_rate": start.sample_rate, "channels": start.channels, "format": start.format,
+                       **extra})
 
 
 def error_message(message: str) -> str:
@@ -135,3 +150,23 @@ class LiveStats:
         return {"type": "end", "frames": self.frames, "dropped_frames": self.dropped_frames,
                 "first_frame_latency_s": None if latency is None else round(latency, 4),
                 "fps": None if fps is None else round(fps, 3), "max_pending_frames": self.max_pending_frames}
+
+
+def event_message(kind: str, turn: int | None, **fields) -> str:
+    """A continuous session's playback event: ``playback_started`` or ``playback_finished``."""
+    return json.dumps({"type": kind, "turn": turn, **fields})
+
+
+def continuous_summary(kind: str, sent: LiveStats, played, max_queued_seconds: float) -> dict:
+    """A continuous session's ``stats`` (after each reply) or closing ``end`` message: what was
+    sent (``sent``, the outbox's count) and what the always-on session played (``played``: a
+    :class:`iplap.runtime.live.LiveStats` snapshot)."""
+    latencies = [round(x, 4) for x in played.latencies]
+    summary = sent.summary()
+    del summary["first_frame_latency_s"]  # per turn here: latencies_s
+    return {**summary, "type": kind, "mode": "continuous",
+            "speaking_frames": played.speaking_frames, "held_frames": played.held, "rendered": played.rendered,
+            "stalls": played.stalls, "turns": played.turns, "interrupted": played.interrupted, "k": played.k,
+            "real_time_factor": round(played.real_time_factor, 3), "latencies_s": latencies,
+            "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
+            "queued_speech_s": round(played.queued_speech_seconds, 3), "max_queued_speech_s": max_queued_seconds}

@@ -97,3 +97,60 @@ def test_page_reports_a_bad_upload_in_one_line(browser, server, tmp_path):
     page.wait_for_function("document.getElementById('message').textContent.length > 0")
     assert "photo or a video" in page.text_content("#message")
     page.close()
+
+
+def _canvas_image(page):
+    """The canvas's pixels, BGR, as the page shows them."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    url = page.evaluate("document.getElementById('canvas').toDataURL('image/png')")
+    png = base64.b64decode(url.split(",", 1)[1])
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).astype(np.int16)
+
+
+def test_page_shows_the_avatar_idle_speaks_and_interrupts_within_a_fifth_of_a_second(browser, server, tmp_path):
+    """Choosing the photo opens a continuous session: the canvas shows the photo, idle, before
+    any speech; a 3 s speech file is sent as a turn and its frames come speaking; "Interrupt"
+    mid-turn brings the first idle frame within 0.2 s of the click (the page's clock); no
+    script errors."""
+    import cv2
+    import numpy as np
+
+    page = browser.new_page(viewport={"width": 1100, "height": 1000})
+    problems = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(server.url)
+    page.set_input_files("#face-file", str(FACE_IMAGE))
+    page.click("#face-upload")
+    page.wait_for_function("window.iplap.live && window.iplap.live.ready && window.iplap.live.log.length >= 10 "
+                           "&& window.iplap.drawn >= 5", timeout=60_000)
+    before = page.evaluate("window.iplap.live.log")
+    assert before and not any(f["speaking"] for f in before)  # idle, before any speech
+    shown = _canvas_image(page)
+    assert shown.shape == (512, 512, 3)
+    assert np.abs(shown - cv2.imread(str(FACE_IMAGE)).astype(np.int16)).mean() < 4  # the photo itself
+
+    page.set_input_files("#speech-file", str(_speech(tmp_path / "speech.wav", 3.0)))
+    page.click("#live-file")
+    page.wait_for_function("window.iplap.live.log.filter(f => f.speaking).length >= 8 || "
+                           "window.iplap.errors.length > 0", timeout=120_000)
+    assert page.evaluate("window.iplap.errors") == []
+    page.click("#interrupt")
+    page.wait_for_function("window.iplap.live.idleDrawnAt !== null", timeout=10_000)
+    live = page.evaluate("window.iplap.live")
+    received, drawn = live["idleAt"] - live["interruptedAt"], live["idleDrawnAt"] - live["interruptedAt"]
+    print(f"page: first idle frame {received:.0f} ms after the interrupt click, drawn after {drawn:.0f} ms")
+    assert received < 200 and drawn < 200, (received, drawn)
+    kinds = [(e["type"], e.get("interrupted")) for e in live["events"]]
+    assert kinds == [("playback_started", None), ("playback_finished", True)], kinds
+    after = [f for f in live["log"] if f["at"] >= live["idleAt"]]
+    assert after and not any(f["speaking"] for f in after)
+    assert "interrupted" in page.text_content("#live-status")
+    page.wait_for_function("window.iplap.end !== null && window.iplap.end.interrupted === 1")
+    assert "1 interrupted" in page.text_content("#live-stats")
+    assert problems == [], problems
+    page.close()

@@ -4,8 +4,10 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { token: sessionStorage.getItem("iplap-token") || "", audio: null, recording: null };
-// What the page has done, for tests and for curious users (window.iplap in the console).
-window.iplap = { frames: 0, drawn: 0, end: null, errors: [], jobs: [] };
+// What the page has done, for tests and for curious users (window.iplap in the console):
+// frames received and drawn, the server's latest summary (`end`: a reply's stats, or the
+// session's closing message), errors, jobs, and the live session's log (`live`, below).
+window.iplap = { frames: 0, drawn: 0, end: null, errors: [], jobs: [], live: null };
 
 function say(text) {
   $("message").textContent = text || "";
@@ -84,6 +86,7 @@ async function uploadFace() {
     if (record.state === "failed") throw new Error(record.error);
     setProgress("face-progress", 1, 1);
     await refreshAvatars(record.id);
+    openLive();
   } catch (e) {
     say("Face: " + e.message);
   } finally {
@@ -95,8 +98,10 @@ async function deleteAvatar() {
   const id = $("avatar").value;
   if (!id) return;
   try {
+    closeLive();
     await api("DELETE", "/api/avatars/" + id);
     await refreshAvatars();
+    openLive();
   } catch (e) { say(e.message); }
 }
 
@@ -139,65 +144,82 @@ async function renderJob() {
   }
 }
 
-// -- live sessions ---------------------------------------------------------------------------------
+// -- the live avatar ---------------------------------------------------------------------------------
+// A continuous session (/api/live?mode=continuous) is open while an avatar is chosen: the
+// server sends 25 frames a second, the avatar idling until speech is sent as a turn (a file,
+// or the microphone until "Stop recording"); "Interrupt" cuts the reply short.
+
+const LEAD_MS = 100; // a frame is drawn this long after it arrives, so that jitter does not show
+const LOG_FRAMES = 3000; // frames kept in window.iplap.live.log
 
 function audioContext() {
   if (!state.audio) state.audio = new AudioContext();
   return state.audio;
 }
 
-function liveSocket() {
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const params = new URLSearchParams({ avatar: chosenAvatar() });
-  if (state.token) params.set("token", state.token);
-  return new WebSocket(`${scheme}://${location.host}/api/live?${params}`);
-}
-
-// Frames arrive as rendered; they are drawn, and their audio played, on one clock, so picture
-// and sound stay together even when rendering is slower than real time.
+// Pictures drawn on the page's clock (performance.now), each frame's audio scheduled on the
+// audio clock at the same moment; speech that follows on without a gap plays back to back.
 class Player {
-  constructor(context, channels) {
+  constructor(context, channels, sampleRate) {
     this.context = context;
     this.channels = channels;
-    this.start = null; // context time at which media time 0 plays
-    this.canvas = $("canvas");
+    this.sampleRate = sampleRate; // the session's, as its start message said
+    this.anchor = null; // page time (ms) at which session time 0 is drawn
+    this.nextAudio = null; // audio time at which the speech scheduled so far ends
+    this.sources = new Set();
     this.queue = [];
+    this.canvas = $("canvas");
     this.draw = this.draw.bind(this);
     requestAnimationFrame(this.draw);
   }
 
-  async add(header, jpeg, audio) {
-    const now = this.context.currentTime;
-    const lead = 0.15;
-    if (this.start === null || this.start + header.audio_time < now) {
-      this.start = now + lead - header.audio_time; // (re)anchor: late media plays from now
+  add(header, jpeg, audio) {
+    const now = performance.now();
+    if (this.urgent) { // the first frame after an interrupt is drawn at once
+      this.anchor = now - header.time * 1000;
+      this.urgent = false;
+    } else if (this.anchor === null || this.anchor + header.time * 1000 < now) {
+      this.anchor = now + LEAD_MS - header.time * 1000; // (re)anchor: a late frame is drawn from now
     }
-    if (audio.byteLength) this.play(audio, this.start + header.audio_time);
-    if (header.jpeg) {
-      const bitmap = await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }));
-      this.queue.push({ at: this.start + header.time, bitmap });
-      window.iplap.frames += 1;
-    }
+    const entry = { at: this.anchor + header.time * 1000, bitmap: null, speaking: header.speaking };
+    this.queue.push(entry);
+    createImageBitmap(new Blob([jpeg], { type: "image/jpeg" })).then((bitmap) => { entry.bitmap = bitmap; });
+    if (audio.byteLength) this.play(audio, entry.at - now, audio.byteLength / 4 / this.channels);
   }
 
-  play(bytes, when) {
-    const samples = new Float32Array(bytes.slice(0));
-    const frames = samples.length / this.channels;
-    const buffer = this.context.createBuffer(this.channels, frames, this.context.sampleRate);
+  play(bytes, inMs, frames) {
+    const context = this.context;
+    let when = context.currentTime + Math.max(0, inMs) / 1000;
+    if (this.nextAudio !== null && Math.abs(when - this.nextAudio) < 0.05) when = this.nextAudio;
+    const samples = new Float32Array(bytes);
+    const buffer = context.createBuffer(this.channels, frames, this.sampleRate);
     for (let c = 0; c < this.channels; c++) {
       const channel = buffer.getChannelData(c);
       for (let i = 0; i < frames; i++) channel[i] = samples[i * this.channels + c];
     }
-    const source = this.context.createBufferSource();
+    const source = context.createBufferSource();
     source.buffer = buffer;
-    source.connect(this.context.destination);
-    source.start(Math.max(when, this.context.currentTime));
+    source.connect(context.destination);
+    source.onended = () => this.sources.delete(source);
+    this.sources.add(source);
+    source.start(Math.max(when, context.currentTime));
+    this.nextAudio = Math.max(when, context.currentTime) + buffer.duration;
+  }
+
+  // An interrupt: the speech scheduled stops now, the pictures of the reply are not drawn,
+  // and the idle frames that follow are drawn as they come.
+  flush() {
+    for (const source of this.sources) source.stop();
+    this.sources.clear();
+    this.nextAudio = null;
+    this.queue = this.queue.filter((entry) => !entry.speaking);
+    this.urgent = true;
   }
 
   draw() {
-    const now = this.context.currentTime;
+    const now = performance.now();
     let latest = null;
-    while (this.queue.length && this.queue[0].at <= now) latest = this.queue.shift();
+    while (this.queue.length && this.queue[0].at <= now && this.queue[0].bitmap) latest = this.queue.shift();
     if (latest) {
       if (this.canvas.width !== latest.bitmap.width) {
         this.canvas.width = latest.bitmap.width;
@@ -205,75 +227,154 @@ class Player {
       }
       this.canvas.getContext("2d").drawImage(latest.bitmap, 0, 0);
       window.iplap.drawn += 1;
+      const live = window.iplap.live;
+      if (!latest.speaking && live.interruptedAt !== null && live.idleDrawnAt === null) live.idleDrawnAt = now;
     }
-    if (!this.stopped || this.queue.length) requestAnimationFrame(this.draw);
+    if (!this.stopped) requestAnimationFrame(this.draw);
   }
 }
 
-// Runs one live session: `feed(send)` sends the audio (Float32Array chunks), then resolves.
-async function liveSession(sampleRate, channels, feed) {
+let live = null; // the open session: { socket, player, ready (a promise), avatar }
+
+function showStats(message) {
+  const latency = message.mean_latency_s === null ? "–" : message.mean_latency_s.toFixed(2) + " s";
+  $("live-stats").textContent = `replies: ${message.turns} played, ${message.interrupted} interrupted · ` +
+    `latency ${latency} · real-time factor ${message.real_time_factor.toFixed(2)} (k=${message.k}) · ` +
+    `${message.held_frames} held, ${message.dropped_frames} dropped of ${message.frames} frames`;
+}
+
+function onLiveText(session, message) {
+  const log = window.iplap.live;
+  if (message.type === "ready") {
+    log.ready = message;
+    session.resolveReady();
+    $("live-status").textContent = "live: idle";
+  } else if (message.type === "playback_started" || message.type === "playback_finished") {
+    log.events.push({ ...message, at: performance.now() });
+    $("live-status").textContent = message.type === "playback_started" ? `live: speaking (reply ${message.turn})` :
+      `live: idle (reply ${message.turn} ${message.interrupted ? "interrupted" : "done"})`;
+  } else if (message.type === "stats" || message.type === "end") {
+    window.iplap.end = message;
+    showStats(message);
+  } else if (message.type === "error") {
+    session.failed = message.message;
+  }
+}
+
+function onLiveFrame(session, data) {
+  const length = new DataView(data).getUint32(0);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, length)));
+  const jpeg = new Uint8Array(data, 4 + length, header.jpeg);
+  const audio = data.slice(4 + length + header.jpeg, 4 + length + header.jpeg + header.audio);
+  const log = window.iplap.live;
+  const at = performance.now();
+  log.log.push({ index: header.index, speaking: header.speaking, turn: header.turn, held: header.held, at });
+  if (log.log.length > LOG_FRAMES) log.log.splice(0, log.log.length - LOG_FRAMES);
+  if (!header.speaking && log.interruptedAt !== null && log.idleAt === null) log.idleAt = at;
+  window.iplap.frames += 1;
+  session.player.add(header, jpeg, audio);
+}
+
+// Open a continuous session for the chosen avatar (closing the one before); `retries`: how
+// often to try again while the server's render slots are busy (the last session's may be
+// freeing).
+function openLive(retries = 5) {
+  const menu = $("avatar");
+  const option = menu.selectedOptions[0];
+  if (!option || option.disabled) return closeLive();
+  if (live && live.avatar === menu.value && !live.closed) return;
+  closeLive();
   const context = audioContext();
-  await context.resume();
-  const socket = liveSocket();
+  const params = new URLSearchParams({ avatar: menu.value, mode: "continuous" });
+  if (state.token) params.set("token", state.token);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/live?${params}`);
   socket.binaryType = "arraybuffer";
-  const player = new Player(context, channels);
+  const session = { socket, avatar: menu.value, player: new Player(context, 1, context.sampleRate), closed: false, failed: null };
+  session.ready = new Promise((resolve, reject) => { session.resolveReady = resolve; session.rejectReady = reject; });
+  session.ready.catch(() => {}); // a session that never got ready is reported once, on close
+  live = session;
   window.iplap.end = null;
-  $("live-status").textContent = "connecting…";
-  return new Promise((resolve, reject) => {
-    socket.onerror = () => reject(new Error("the live connection failed"));
-    socket.onopen = () => socket.send(JSON.stringify({ type: "start", sample_rate: sampleRate, channels, format: "f32le" }));
-    socket.onmessage = async (event) => {
-      if (typeof event.data === "string") {
-        const message = JSON.parse(event.data);
-        if (message.type === "ready") {
-          $("live-status").textContent = "rendering live…";
-          feed((chunk) => socket.send(chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength)))
-            .then(() => socket.send(JSON.stringify({ type: "end" })), reject);
-        } else if (message.type === "end") {
-          window.iplap.end = message;
-          player.stopped = true;
-          $("live-status").textContent = `${message.frames} frames; first after ` +
-            `${(message.first_frame_latency_s ?? 0).toFixed(2)} s, ${(message.fps ?? 0).toFixed(2)} fps` +
-            (message.dropped_frames ? `, ${message.dropped_frames} dropped` : "");
-          resolve(message);
-        } else if (message.type === "error") {
-          player.stopped = true;
-          reject(new Error(message.message));
-        }
-        return;
-      }
-      const data = event.data;
-      const length = new DataView(data).getUint32(0);
-      const header = JSON.parse(new TextDecoder().decode(new Uint8Array(data, 4, length)));
-      const jpeg = new Uint8Array(data, 4 + length, header.jpeg);
-      const audio = data.slice(4 + length + header.jpeg, 4 + length + header.jpeg + header.audio);
-      await player.add(header, jpeg, audio);
-    };
-  });
+  window.iplap.live = { ready: null, log: [], events: [], interruptedAt: null, idleAt: null, idleDrawnAt: null };
+  $("live-status").textContent = "live: connecting…";
+  socket.onopen = () => socket.send(JSON.stringify({ type: "start", sample_rate: context.sampleRate, channels: 1,
+                                                    format: "f32le" }));
+  socket.onmessage = (event) => {
+    if (typeof event.data === "string") onLiveText(session, JSON.parse(event.data));
+    else onLiveFrame(session, event.data);
+  };
+  socket.onclose = () => {
+    session.closed = true;
+    session.player.stopped = true;
+    session.rejectReady(new Error(session.failed || "the live connection closed"));
+    if (live !== session) return;
+    if (session.failed && session.failed.includes("slots are busy") && retries > 0) {
+      live = null;
+      setTimeout(() => openLive(retries - 1), 1000);
+      return;
+    }
+    if (session.failed) say("Live: " + session.failed);
+    $("live-status").textContent = "live: closed";
+  };
 }
 
-function interleave(buffer) {
-  const channels = Math.min(2, buffer.numberOfChannels);
-  const data = [...Array(channels).keys()].map((c) => buffer.getChannelData(c));
-  const out = new Float32Array(buffer.length * channels);
-  for (let i = 0; i < buffer.length; i++) for (let c = 0; c < channels; c++) out[i * channels + c] = data[c][i];
-  return { samples: out, channels };
+function closeLive() {
+  if (!live) return;
+  const session = live;
+  live = null;
+  if (session.socket.readyState === WebSocket.OPEN) session.socket.send(JSON.stringify({ type: "end" }));
+  else session.socket.close();
 }
 
-async function liveFromFile() {
+async function liveSession() {
+  if (!live || live.closed) openLive();
+  if (!live) throw new Error("Upload or choose a face first.");
+  await audioContext().resume();
+  await live.ready;
+  return live;
+}
+
+// One reply: `feed(send)` sends its speech (mono Float32Array chunks at the audio clock's rate).
+async function speak(feed) {
+  const session = await liveSession();
+  const send = (chunk) => session.socket.send(chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength));
+  await feed(send);
+  session.socket.send(JSON.stringify({ type: "turn_end" }));
+}
+
+function mono(buffer) {
+  const out = new Float32Array(buffer.length);
+  for (let c = 0; c < buffer.numberOfChannels; c++) {
+    const data = buffer.getChannelData(c);
+    for (let i = 0; i < buffer.length; i++) out[i] += data[i] / buffer.numberOfChannels;
+  }
+  return out;
+}
+
+async function speakFile() {
   say("");
   const file = $("speech-file").files[0];
   try {
     if (!file) throw new Error("Choose a speech file first.");
-    const decoded = await audioContext().decodeAudioData(await file.arrayBuffer());
-    const { samples, channels } = interleave(decoded);
-    const step = Math.round(decoded.sampleRate / 10) * channels; // 100 ms chunks
-    await liveSession(decoded.sampleRate, channels, async (send) => {
+    const decoded = await audioContext().decodeAudioData(await file.arrayBuffer()); // at the clock's rate
+    const samples = mono(decoded);
+    const step = Math.round(decoded.sampleRate / 10); // 100 ms chunks
+    await speak(async (send) => {
       for (let i = 0; i < samples.length; i += step) send(samples.subarray(i, i + step));
     });
   } catch (e) {
     say("Live: " + e.message);
   }
+}
+
+function interrupt() {
+  if (!live || live.closed || live.socket.readyState !== WebSocket.OPEN) return;
+  const log = window.iplap.live;
+  log.interruptedAt = performance.now();
+  log.idleAt = log.idleDrawnAt = null;
+  live.socket.send(JSON.stringify({ type: "interrupt" }));
+  live.player.flush();
+  if (state.recording) state.recording.stop();
 }
 
 async function toggleRecording() {
@@ -291,7 +392,7 @@ async function toggleRecording() {
     const capture = new AudioWorkletNode(context, "mic-capture");
     source.connect(capture);
     $("record").textContent = "Stop recording";
-    await liveSession(context.sampleRate, 1, (send) => new Promise((resolve) => {
+    await speak((send) => new Promise((resolve) => {
       capture.port.onmessage = (event) => send(event.data);
       state.recording = {
         stop() {
@@ -310,8 +411,10 @@ async function toggleRecording() {
 }
 
 $("face-upload").addEventListener("click", uploadFace);
+$("avatar").addEventListener("change", () => openLive());
 $("avatar-delete").addEventListener("click", deleteAvatar);
 $("render").addEventListener("click", renderJob);
-$("live-file").addEventListener("click", liveFromFile);
+$("live-file").addEventListener("click", speakFile);
 $("record").addEventListener("click", toggleRecording);
-refreshHealth().then(() => refreshAvatars()).catch((e) => say(e.message));
+$("interrupt").addEventListener("click", interrupt);
+refreshHealth().then(() => refreshAvatars()).then(() => openLive()).catch((e) => say(e.message));
