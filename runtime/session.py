@@ -7,7 +7,9 @@ and :class:`~iplap.runtime.reports.StageClock`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +28,24 @@ from .tracking import crop_face
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+
+
+@dataclass
+class RenderPlan:
+    """One render's inputs, taken in order by :meth:`StreamSession.plan_next`."""
+
+    render: int  # which render (0 fills frames 0..2; render i > 0 makes frame i + 2)
+    seq: list[int]  # the face video frames of its 5-frame window
+    background: np.ndarray  # the centre frame (the one it is pasted on)
+    mels: np.ndarray  # (1, 5, 1, 80, 16): the window's mel windows
+    pose: np.ndarray  # (1, 5, ...): the window's pose landmarks
+    mel: np.ndarray  # (80, 16): the centre frame's mel window, for the renderer
+    clock: StageClock = field(default_factory=StageClock)  # this render's stage times
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """The output frames it makes."""
+        return (0, 1, 2) if self.render == 0 else (self.render + 2,)
 
 
 class StreamSession:
@@ -68,6 +88,7 @@ class StreamSession:
         self._normalised: dict[int, np.ndarray] = {}
         self._reader = reader  # the face's frames by index, opened on the first render
         self._owns_reader = reader is None
+        self._clock_lock = threading.Lock()
 
     # -- audio in -------------------------------------------------------------------------
     def accept(self, samples) -> None:
@@ -128,13 +149,22 @@ class StreamSession:
 
     def render_next(self) -> list[Frame] | None:
         """The next render's frames (three for the first, one after), or None until its audio is complete."""
+        plan = self.plan_next()
+        return None if plan is None else self.execute(plan)
+
+    def plan_next(self) -> RenderPlan | None:
+        """Take the next render's inputs (its audio windows, poses and face frame), or None
+        until its audio is complete; :meth:`execute` renders it.
+
+        The two halves let a live session keep several renders in flight: ``plan_next`` is
+        this session's (one thread, in order, cheap), ``execute`` only reads the pipeline
+        and the avatar, so plans may be executed on other threads at once, in any order."""
         if not self.renders_ready:
             return None
-        i = self._next
-        produced = self._render(i)
-        self._next += 1  # before returning: a caller that stops early does not get them twice
+        plan = self._plan(self._next)
+        self._next += 1  # before rendering: a caller that stops early does not get them twice
         self._windows.drop_before(self._next - 2)
-        return produced
+        return plan
 
     def skip(self, renders: int) -> int:
         """Pass over up to ``renders`` renders without rendering them; how many were passed.
@@ -160,34 +190,48 @@ class StreamSession:
             self._normalised[k] = self.avatar.track.normalised(k)
         return self._normalised[k][:, :N_POSE]
 
-    def _render(self, i: int) -> list[Frame]:
-        pipeline, avatar, clock = self.pipeline, self.avatar, self.clock
-        track = avatar.track
-        before = dict(clock.totals)
+    def _plan(self, i: int) -> RenderPlan:
+        avatar = self.avatar
+        clock = StageClock()
         seq = [pingpong_index(self.loop_start + i + k, avatar.n_frames) for k in range(T_FRAMES)]
-        centre = seq[2]
-        indices = (0, 1, 2) if i == 0 else (i + 2,)
         with clock.time("decode"):
-            background = self._frame_reader()[centre]
-        if track.passthrough[centre]:
-            seconds = clock.since(before)
-            return [Frame(index, background, i, seconds, passed_through=True) for index in indices]
+            background = self._frame_reader()[seq[2]]
         with clock.time("landmarks"):
             mels = np.stack([self._windows.window(max(0, i + k - 2)) for k in range(T_FRAMES)])[None, :, None]
             pose = np.stack([self._pose(k) for k in seq])[None]
+        return RenderPlan(i, seq, background, mels, pose, np.array(self._windows.window(i)), clock)
+
+    def execute(self, plan: RenderPlan) -> list[Frame]:
+        """Render a plan of :meth:`plan_next` (any thread; see there). Its stage times are
+        added to this session's clock, under a lock: several plans may run at once."""
+        frames = self._render(plan)
+        with self._clock_lock:
+            for stage, seconds in plan.clock.totals.items():
+                self.clock.add(stage, seconds)
+        return frames
+
+    def _render(self, plan: RenderPlan) -> list[Frame]:
+        pipeline, avatar, clock = self.pipeline, self.avatar, plan.clock
+        track = avatar.track
+        i, seq, background, mels, pose = plan.render, plan.seq, plan.background, plan.mels, plan.pose
+        centre = seq[2]
+        indices = (0, 1, 2) if i == 0 else (i + 2,)
+        if track.passthrough[centre]:
+            return [Frame(index, background, i, dict(clock.totals), passed_through=True) for index in indices]
+        with clock.time("landmarks"):
             content = pipeline.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
         with clock.time("sketches"):
             full = np.concatenate([pose[0], content], axis=2)
             sketches = draw_sketches(full, np.array([track.crop_hw(k) for k in seq]))
         with clock.time("crop"):
             face = crop_face(background, track.boxes[centre])
-        result = pipeline.renderer.render(avatar.references, face, sketches, self._windows.window(i))
+        result = pipeline.renderer.render(avatar.references, face, sketches, plan.mel)
         for stage, seconds in result.seconds.items():  # flow_modulations, flow_head, warp, translation
             clock.add(stage, seconds)
         with clock.time("blend"):
             box = tuple(int(v) for v in track.boxes[centre])
             image = blend_face(background, face_to_uint8(result.face), box, track.landmarks[centre])
-        seconds = clock.since(before)
+        seconds = dict(clock.totals)
         return [Frame(index, image, i, seconds, result.face, content) for index in indices]
 
     # -- lifetime -------------------------------------------------------------------------
@@ -237,4 +281,4 @@ def sample_frames(samples, channels: int) -> np.ndarray:
     return x
 
 
-__all__ = ["StreamSession", "check_stream_format", "sample_frames"]
+__all__ = ["RenderPlan", "StreamSession", "check_stream_format", "sample_frames"]
