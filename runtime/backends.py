@@ -39,6 +39,11 @@ class BackendConfig:
         precision: OpenVINO inference precision hint: ``"f32"`` (exact), ``"bf16"`` or ``"f16"``.
             ``None`` (default): what the model bundle was calibrated for, else f32. Never
             the device's own default, which is bf16 on CPUs that have it.
+        streams: calls of one graph meant to run at once, from as many threads (a live
+            session with renders in flight): the threads are shared among them. OpenVINO:
+            ``NUM_STREAMS`` (1: the latency hint, one stream using every thread);
+            onnxruntime: each call's intra-op threads are ``threads // streams``. The
+            results are the same whatever the number (only the work is divided otherwise).
     """
 
     backend: str = "onnxruntime"
@@ -46,6 +51,7 @@ class BackendConfig:
     threads: int = 0
     cache_dir: Path | None = None
     precision: str | None = None
+    streams: int = 1
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -57,6 +63,13 @@ class BackendConfig:
                                "the openvino backend runs on other devices", setting="backend", suggestion="openvino")
         if self.precision not in (None, "f32", "bf16", "f16"):
             raise BackendError(f"unknown precision {self.precision!r}: choose f32, bf16 or f16")
+        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or self.streams < 1:
+            raise BackendError(f"streams must be a whole number >= 1, got {self.streams!r}")
+
+    @property
+    def threads_per_stream(self) -> int:
+        """Threads of one call when ``streams`` calls run at once (0: the backend chooses)."""
+        return max(1, self.threads // self.streams) if self.threads else 0
 
 
 class InferenceModel(Protocol):
@@ -131,7 +144,7 @@ def _load_onnxruntime(path: Path, config: BackendConfig) -> OnnxRuntimeModel:
         raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime") from None
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = config.threads
+    options.intra_op_num_threads = config.threads_per_stream
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
@@ -177,7 +190,10 @@ def check_openvino_device(device: str) -> None:
 
 
 def openvino_properties(config: BackendConfig) -> dict[str, object]:
-    props: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+    if config.streams > 1:  # several requests at once, each on its own stream of the threads
+        props: dict[str, object] = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": config.streams}
+    else:
+        props = {"PERFORMANCE_HINT": "LATENCY"}
     device = config.device.upper()
     if config.threads and device.startswith("CPU"):
         props["INFERENCE_NUM_THREADS"] = config.threads

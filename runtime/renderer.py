@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
     expected = GRAPH_BY_NAME[name]
-    config = for_bundle(config, bundle.openvino_inference_precision)
+    config = for_bundle(config, bundle.openvino_hint(name))
     model = load_model(bundle.graph_file(name, config.backend), config, expected.output_names)
     if set(model.input_names) != set(expected.input_names) or set(model.output_names) != set(expected.output_names):
         raise BundleError(f"{bundle.root}: graph {name!r} has inputs {model.input_names} and outputs "
@@ -146,7 +146,8 @@ class Renderer:
         head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
         t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
-                                               references.images, references.index, self.config.threads)
+                                               references.images, references.index,
+                                               self.config.threads_per_stream)
         t3 = time.perf_counter()
         out = self.translation.run({
             "face": np.ascontiguousarray(np.asarray(face, np.float32)[None]),
