@@ -41,9 +41,17 @@ deciding each frame at its time from what is ready; it never waits for the produ
 ``realtime=False`` it yields as fast as frames render, waiting for each (the frames are
 then those of an ideal machine: for tests and files).
 
+Renders in flight. With ``workers`` > 1 (by default the pipeline's ``BackendConfig.streams``,
+whose graphs are then built for that many calls at once) the producer plans renders in
+order (``StreamSession.plan_next``: the audio windows, poses and face frame) and executes
+up to ``workers`` of them at once on a small pool (``StreamSession.execute``), taking
+their pictures in order; on two cores two renders of one thread each keep both busy
+where one render's intra-op threads wait on each other. The pictures are the same.
+
 Slower than real time. The producer measures each render step (an exponential average,
-``ema_weight``) and renders every k-th frame of a turn, ``k = ceil(seconds per render *
-25)``, aimed at a frame at least k ahead of the one showing, so that it is ready in time;
+``ema_weight``; with renders in flight, the time between their pictures) and renders every
+k-th frame of a turn, ``k = ceil(seconds per picture * 25)``, aimed at a frame at least k
+(and a render's latency) ahead of the one showing, so that it is ready in time;
 the consumer holds the last picture between them (``LiveConfig.render_every`` fixes k
 instead, for a machine known to be slow, and for tests without a clock). Audio never waits for pictures: it
 plays continuously at the clock, so sound and picture never drift apart (a held picture
@@ -82,6 +90,7 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -122,6 +131,10 @@ class LiveConfig:
     #: Seconds past the shortest renderable speech a turn waits for before it starts
     #: (the resampler holds a few samples back); the idle loop goes on meanwhile.
     start_margin_seconds: float = 0.04
+    #: Renders in flight at once, each on a thread of its own (None: the pipeline's
+    #: ``BackendConfig.streams``, whose graphs are built for as many calls at once). The
+    #: pictures are the same whatever the number; only the frame rate changes.
+    workers: int | None = None
 
 
 @dataclass
@@ -170,6 +183,7 @@ class LiveStats:
     turns: int = 0  # turns played to their end
     interrupted: int = 0
     k: int = 1  # a picture rendered every k-th frame of a turn
+    workers: int = 1  # renders in flight at once
     real_time_factor: float = 0.0  # measured seconds per render * 25 (above 1: slower than real time)
     #: Per turn: seconds from its first sample pushed to its first frame yielded.
     latencies: list[float] = field(default_factory=list)
@@ -226,6 +240,8 @@ class _Turn:
     playhead: int = -1  # the frame showing
     in_tail: bool = False  # the producer makes the frames past the model's last
     rendering_done: bool = False
+    inflight: deque = field(default_factory=deque)  # (future, started, target, made): renders running, in order
+    planned: int = 0  # the next frame the producer may plan (past those in flight; >= made)
 
     def position(self, j: int) -> int:
         return self.start + max(0, j - 2)
@@ -283,6 +299,12 @@ class LiveSession:
         first = self._source_frame(0)
         self._last = _Picture(None, 0, first, first)
         self._start_samples = math.ceil((min_speech_seconds() + self.config.start_margin_seconds) * self.sample_rate)
+        workers = self.config.workers or pipeline.config.backend.streams
+        self._workers = max(1, int(workers))
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="iplap-live-render") \
+            if self._workers > 1 else None
+        self._latency: float | None = None  # average seconds from a render's start to its pictures
+        self._collected_at = 0.0  # when the last render's pictures were taken
         self._worker = threading.Thread(target=self._produce, name="iplap-live", daemon=True)
         self._worker.start()
 
@@ -492,9 +514,16 @@ class LiveSession:
         with self._cond:
             stats = LiveStats(**{**self._stats.__dict__, "latencies": list(self._stats.latencies)})
             stats.k = self._k()
+            stats.workers = self._workers
             stats.real_time_factor = (self._ema or 0.0) * FPS
-            stats.queued_speech_seconds = sum(t.play.count for t in self._turns) / self.sample_rate
+            stats.queued_speech_seconds = self.queued_speech_seconds  # the condition's lock is reentrant
             return stats
+
+    @property
+    def queued_speech_seconds(self) -> float:
+        """Seconds of pushed speech not yet played (cheap: for a check at every push)."""
+        with self._cond:
+            return sum(t.play.count for t in self._turns) / self.sample_rate
 
     @property
     def queued_pictures(self) -> int:
@@ -534,7 +563,9 @@ class LiveSession:
         if len(self._queue) >= self.config.queue_frames:
             return None
         if turn is not None and turn.session is not None:
-            return None if turn.starved else (lambda: self._work_turn(turn))
+            if turn.starved and not turn.inflight:  # renders in flight are taken meanwhile
+                return None
+            return lambda: self._work_turn(turn)
         pos, epoch = self._idle_next, self._epoch  # nothing to render: the idle loop goes on
         self._idle_next += 1
         return lambda: self._make_idle(pos, epoch)
@@ -569,13 +600,26 @@ class LiveSession:
     def _work_turn(self, turn: _Turn) -> None:
         """One step of a turn: render one picture, make one tail picture, or wait for speech."""
         with self._cond:
-            k, playhead = self._k(), turn.playhead
-        # Behind the clock, aim k frames past the one showing: ready by the time it is due.
-        target = max(turn.made, playhead + k) if self.realtime and playhead >= 0 else turn.made
+            k, playhead, ahead = self._k(), turn.playhead, self._ahead()
+        # Behind the clock, aim past the one showing by a render's time: ready when it is due.
+        start = max(turn.made, turn.planned)
+        target = max(start, playhead + max(k, ahead)) if self.realtime and playhead >= 0 else start
         if turn.video_frames is None or target < turn.video_frames:
-            self._render_step(turn, target, k)
+            if len(turn.inflight) >= self._workers:
+                self._collect(turn)
+            else:
+                self._render_step(turn, target, k)
+        elif turn.inflight:
+            self._collect(turn)
         else:
             self._tail_step(turn, playhead)
+
+    def _ahead(self) -> int:
+        """Frames a render takes from its start to its pictures (lock held): with several in
+        flight, more than the k between pictures."""
+        if self._latency is None or not self.realtime:
+            return 0
+        return math.ceil(self._latency * FPS - 1e-9)
 
     def _render_step(self, turn: _Turn, target: int, k: int) -> None:
         session = turn.session
@@ -586,19 +630,44 @@ class LiveSession:
         if turn.video_frames is not None and target >= turn.video_frames:
             return  # the speech ended before the target: the tail comes next
         if session.renders_ready < need:
+            if turn.inflight:  # take what runs while the speech comes
+                self._collect(turn)
+                return
             with self._cond:
                 turn.starved = turn.feed.count == 0 and not turn.ended  # until more speech comes
             return
         session.skip(need - 1)
-        pictures = [self._rendered_picture(turn, f) for f in session.render_next() if f.index >= target]
-        seconds = time.perf_counter() - started
+        plan = session.plan_next()
+        last = plan.indices[-1]
+        made = last + k
+        if turn.video_frames is not None:
+            made = min(made, max(turn.video_frames, last + 1))  # k does not pass over the cheap tail
+        if self._pool is None:
+            self._take(turn, session.execute(plan), target, started, made)
+            return
+        turn.planned = made  # the next render aims past this one while it runs
+        turn.inflight.append((self._pool.submit(session.execute, plan), started, target, made))
+
+    def _collect(self, turn: _Turn) -> None:
+        """Wait for the oldest render in flight and queue its pictures (in order); only then
+        do the frames before its ``made`` count as made (the clock's consumer reads it)."""
+        future, started, target, made = turn.inflight.popleft()
+        self._take(turn, future.result(), target, started, made)
+
+    def _take(self, turn: _Turn, frames, target: int, started: float, made: int) -> None:
+        """A render's frames -> pictures queued; its times into the averages that set k."""
+        pictures = [self._rendered_picture(turn, f) for f in frames if f.index >= target]
+        now = time.perf_counter()
+        # Seconds per picture: the time since the last pictures were taken, or since this
+        # render started if the renders were not all busy meanwhile.
+        seconds = now - max(started, self._collected_at)
+        latency = now - started
+        self._collected_at = now
         with self._cond:
             weight = self.config.ema_weight
             self._ema = seconds if self._ema is None else weight * seconds + (1 - weight) * self._ema
+            self._latency = latency if self._latency is None else weight * latency + (1 - weight) * self._latency
             self._stats.rendered += len(pictures)
-        made = pictures[-1].j + k
-        if turn.video_frames is not None:
-            made = min(made, max(turn.video_frames, pictures[-1].j + 1))  # k does not pass over the cheap tail
         self._put(turn, pictures, made)
 
     def _tail_step(self, turn: _Turn, playhead: int) -> None:
@@ -692,6 +761,8 @@ class LiveSession:
             self._events_cond.notify_all()
         if threading.current_thread() is not self._worker:
             self._worker.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # renders in flight finish (within one render's time)
         self._reader.close()
 
     def __enter__(self) -> LiveSession:

@@ -139,7 +139,7 @@ class ContinuousSession(Session):
         if not data:
             return
         seconds = len(data) / self.start.bytes_per_second
-        queued = self.live.stats().queued_speech_seconds
+        queued = self.live.queued_speech_seconds
         if queued + seconds > self.limits.queue_seconds:
             raise ApiError(413, f"{queued + seconds:.1f} s of speech would wait to play, more than the "
                                 f"{self.limits.queue_seconds:g} s a continuous session may queue; send speech "

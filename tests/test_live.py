@@ -117,6 +117,22 @@ def test_a_turn_plays_between_idle_frames_with_its_events(recorded):
     assert recorded.stats.turns == 1 and recorded.stats.latencies
 
 
+def test_renders_in_flight_give_the_same_frames(pipeline, clip_avatar, recorded):
+    """Two renders at once (LiveConfig.workers=2): the very frames of one at a time."""
+    with pipeline.open_live(clip_avatar, 16000, realtime=False, config=LiveConfig(workers=2)) as live:
+        it = live.frames()
+        frames = list(itertools.islice(it, IDLE_BEFORE))
+        live.push(recorded.speech)
+        live.end_of_turn()
+        frames += list(itertools.islice(it, len(recorded.frames) - IDLE_BEFORE))
+        stats = live.stats()
+    assert stats.workers == 2 and stats.rendered == recorded.stats.rendered
+    assert [f.speaking for f in frames] == [f.speaking for f in recorded.frames]
+    for mine, theirs in zip(frames, recorded.frames):
+        assert np.array_equal(mine.image, theirs.image), mine.index
+        assert np.array_equal(mine.audio, theirs.audio), mine.index
+
+
 def test_events_iterator_sees_what_the_callbacks_see(recorded):
     """events() (read on another thread) gives the callbacks' moments, with the frame and turn."""
     first, end = _turn(recorded)
