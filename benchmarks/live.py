@@ -66,7 +66,10 @@ class LiveBenchConfig:
         out_dir: folder for live.json and live.md.
         backends, device, threads, refs, avatars: the grid.
         ov_precisions: OpenVINO inference precision hints to run each OpenVINO case with
-            (``f32`` exact; ``bf16`` where the CPU has it: the float work around int8 layers).
+            (None: the bundle's own, as ``iplap run`` would; ``f32`` exact; ``bf16`` where the
+            CPU has it: the float work around int8 layers).
+        workers: renders in flight in the live session (``LiveConfig.workers``), the
+            backend built for as many at once (``BackendConfig.streams``), the threads shared.
         frames: pictures timed without a clock, after the first render.
         realtime_seconds: length of the turn played on the wall clock.
         repeats: rounds (every configuration once per round, in a fresh process).
@@ -82,7 +85,8 @@ class LiveBenchConfig:
     threads: tuple[int, ...] = (os.cpu_count() or 1,)
     refs: tuple[int, ...] = LIVE_REFS
     avatars: tuple[str, ...] = AVATARS
-    ov_precisions: tuple[str, ...] = ("f32",)
+    ov_precisions: tuple[str | None, ...] = (None,)
+    workers: tuple[int, ...] = (1,)
     frames: int = 12
     realtime_seconds: float = 3.0
     repeats: int = 2
@@ -117,15 +121,18 @@ class LiveCase:
     threads: int
     avatar: str  # photo or video
     refs: int
-    hint: str | None = None  # OpenVINO inference precision hint
+    hint: str | None = None  # OpenVINO inference precision hint (None: the bundle's)
     name: str = ""  # the bundle's folder name, where two bundles share a precision
+    workers: int = 1  # renders in flight
 
     @property
     def label(self) -> str:
         device = f" {self.device}" if self.backend == "openvino" else ""
-        hint = f" +{self.hint}" if self.hint and self.hint != "f32" else ""
+        hint = f" {self.hint}" if self.hint else ""
         name = f" ({self.name})" if self.name else ""
-        return f"{self.avatar} {self.backend}{device} {self.precision}{hint}{name} N={self.refs} t={self.threads}"
+        workers = f" x{self.workers}" if self.workers > 1 else ""
+        return (f"{self.avatar} {self.backend}{device} {self.precision}{hint}{name} N={self.refs} "
+                f"t={self.threads}{workers}")
 
     @property
     def ceiling_precision(self) -> str:
@@ -143,9 +150,10 @@ def live_cases(config: LiveBenchConfig, bundles: dict) -> list[LiveCase]:
                     hints = config.ov_precisions if backend == "openvino" else (None,)
                     for hint in hints:
                         for threads in config.threads:
-                            device = config.device if backend == "openvino" else "CPU"
-                            cases.append(LiveCase(path, b.precision, backend, device, threads, avatar, refs,
-                                                  hint, names[path]))
+                            for workers in config.workers:
+                                device = config.device if backend == "openvino" else "CPU"
+                                cases.append(LiveCase(path, b.precision, backend, device, threads, avatar, refs,
+                                                      hint, names[path], workers))
     return cases
 
 
@@ -194,7 +202,8 @@ def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: flo
     from .timing import peak_rss_mb
 
     backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
-                            precision=case["hint"] if case["backend"] == "openvino" else None)
+                            precision=case["hint"] if case["backend"] == "openvino" else None,
+                            streams=case["workers"])
     pipeline = Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
     start = time.perf_counter()
     avatar = pipeline.prepare(face)

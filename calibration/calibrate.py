@@ -352,18 +352,18 @@ def _calibrate_backend(config: CalibrateConfig, source: Bundle, backend: str, ev
 
 
 def _try_float_hint(config: CalibrateConfig, source: Bundle, result: BackendResult, evaluator: Evaluator) -> None:
-    """Gate the int8 bundle again with every graph compiled with ``config.float_hint`` (the
-    hint is the bundle's: it applies to its fp32 graphs too); keep it (``result`` then holds
-    that measurement) if the device runs it, the gate passes and the face PSNR loses at most
+    """Gate the int8 bundle again with its int8 graphs compiled with ``config.float_hint``
+    (the float work around their int8 layers; the graphs left in fp32, the landmark
+    generator first, keep f32: their landmarks are what the gate checks most tightly);
+    keep it (``result`` then holds that measurement, and the manifest names the hint per
+    graph) if the device runs it, the gate passes and the face PSNR loses at most
     :data:`MAX_FLOAT_HINT_LOSS_DB`. Records what was measured in ``result.float_hint``."""
     hint = config.float_hint
     backend_config = config.backend_config("openvino", hint)
-    models = {}
-    for graph in GRAPH_NAMES:
-        path = result.variants[graph].files.openvino if graph in result.variants else source.graph_file(graph, "openvino")
-        models[graph] = load_model(path, backend_config, GRAPH_BY_NAME[graph].output_names)
-    executed = executed_precision(models[GRAPH_NAMES[0]])
-    record = {"tried": hint, "f32_metrics": result.metrics.to_dict(), "kept": False}
+    models = {graph: load_model(v.files.openvino, backend_config, GRAPH_BY_NAME[graph].output_names)
+              for graph, v in result.variants.items()}
+    executed = executed_precision(next(iter(models.values())))
+    record = {"tried": hint, "graphs": sorted(models), "f32_metrics": result.metrics.to_dict(), "kept": False}
     if executed != hint:
         record["because"] = f"OpenVINO runs {executed}, not {hint}, on {config.device}"
         log.info("openvino: %s for the float work not tried: %s", hint, record["because"])
@@ -402,12 +402,11 @@ def _graph_precision(precision: str, result: BackendResult, graph: str) -> str:
     return precision
 
 
-def _openvino_hint(precision: str, results: dict[str, BackendResult]) -> str:
-    """The hint the bundle runs with on OpenVINO: the precision's, or the float hint the gate kept."""
-    trial = results["openvino"].float_hint if "openvino" in results else None
-    return trial["tried"] if trial and trial["kept"] else OPENVINO_HINT[precision]
-
-
+    for graph, entry in manifest_graphs.items():
+        entry["precision"] = {b: graphs_entry[graph][b] for b in results}
+        trial = results["openvino"].float_hint if "openvino" in results else None
+        if trial and trial["kept"] and graph in trial["graphs"]:
+            entry["openvino_inference_precision"] = trial["tried"]  # what Bundle.openvino_hint reads
 def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
               results: dict[str, BackendResult]) -> dict:
     recipe = config.recipe
@@ -427,9 +426,12 @@ def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
     manifest_graphs = {name: dict(entry) for name, entry in source.manifest["graphs"].items()}
     for graph, entry in manifest_graphs.items():
         entry["precision"] = {b: graphs_entry[graph][b] for b in results}
+        trial = results["openvino"].float_hint if "openvino" in results else None
+        if trial and trial["kept"] and graph in trial["graphs"]:
+            entry["openvino_inference_precision"] = trial["tried"]  # what Bundle.openvino_hint reads
     return {
         "precision": precision,
-        "openvino_inference_precision": _openvino_hint(precision, results),
+        "openvino_inference_precision": OPENVINO_HINT[precision],
         "graphs": manifest_graphs,
         "quantization": {
             "tool": f"iplap {__version__} calibrate",

@@ -202,6 +202,13 @@ class Bundle:
         """The OpenVINO precision hint the bundle was calibrated for (bf16 bundles), if any."""
         return self.manifest.get("openvino_inference_precision")
 
+    def openvino_hint(self, graph: str) -> str | None:
+        """The OpenVINO precision hint ``graph`` runs with: its own where calibration kept one
+        for it (``openvino_inference_precision`` of its manifest entry: an int8 graph whose
+        float work passed the gate in bf16), else the bundle's."""
+        entry = self.manifest.get("graphs", {}).get(graph, {})
+        return entry.get("openvino_inference_precision") or self.openvino_inference_precision
+
     @property
     def constants(self) -> dict:
         return self.manifest["constants"]

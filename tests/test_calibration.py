@@ -85,7 +85,12 @@ def test_calibrate_writes_a_verified_int8_bundle(int8_bundle, bundle_dir, clips)
     # the gate keeps it; the manifest says what was measured either way.
     trial = q["openvino_float_hint"]
     assert trial["tried"] == "bf16" and trial["f32_metrics"]["face_psnr_db"] >= 35.0 and trial["because"]
-    assert m["openvino_inference_precision"] == ("bf16" if trial["kept"] else "f32")
+    assert trial["graphs"] == ["flow_head", "flow_modulations", "translation"]  # the int8 graphs only
+    assert m["openvino_inference_precision"] == "f32"
+    for name in ("flow_modulations", "flow_head", "translation"):
+        assert bundle.openvino_hint(name) == ("bf16" if trial["kept"] else "f32")
+    assert bundle.openvino_hint("landmark_generator") == bundle.openvino_hint("reference_encoder") == "f32"
+    print(f"\nbf16 float work: {trial['because']}")
     if trial["kept"]:
         assert trial["metrics"]["face_psnr_db"] >= trial["f32_metrics"]["face_psnr_db"] - 0.5
         assert q["metrics"]["openvino"]["executed_precision"] == "bf16"
