@@ -339,9 +339,12 @@ def _register_bench(sub) -> None:
                            "latency, and the frame rate the ceiling allows, for a photo and a video avatar; writes "
                            "live.json and live.md, and names the setting to use live")
     live.add_argument("--avatars", default="photo,video", help="photo and/or video (default both)")
-    live.add_argument("--ov-precision", default="f32",
-                      help="OpenVINO inference precision hints to run, comma-separated: f32 (exact), bf16, f16 "
-                           "(default f32)")
+    live.add_argument("--ov-precision", default="bundle",
+                      help="OpenVINO inference precision hints to run, comma-separated: bundle (what the bundle "
+                           "was calibrated for, as iplap run uses it), f32 (exact), bf16, f16 (default bundle)")
+    live.add_argument("--live-workers", type=_int_list, default=(1,),
+                      help="renders in flight in the live session, comma-separated (default 1); the backend is "
+                           "built for as many at once and the threads are shared among them")
     live.add_argument("--live-frames", type=int, default=12,
                       help="pictures timed per live round without a clock (default 12)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -359,7 +362,8 @@ def _bench_command(args) -> str:
     if args.device != "CPU":
         words += ["--device", args.device]
     if args.live:
-        words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision]
+        words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision, "--live-workers",
+                  ",".join(map(str, args.live_workers))]
     if args.quick:
         words.append("--quick")
     elif args.live:
@@ -430,11 +434,16 @@ def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
         raise IplapError("--live chooses the most accurate setting that sustains 25 fps; --budget and --min-psnr "
                          "are for the offline grid")
     hints = tuple(h.strip() for h in args.ov_precision.split(",") if h.strip())
-    bad = [h for h in hints if h not in ("f32", "bf16", "f16")]
+    bad = [h for h in hints if h not in ("bundle", "f32", "bf16", "f16")]
     if bad or not hints:
-        raise IplapError(f"unknown --ov-precision {bad[0] if bad else args.ov_precision!r}: choose f32, bf16, f16")
+        raise IplapError(f"unknown --ov-precision {bad[0] if bad else args.ov_precision!r}: choose bundle, f32, "
+                         "bf16, f16")
+    if any(w < 1 for w in args.live_workers):
+        raise IplapError(f"--live-workers must be 1 or more, got {','.join(map(str, args.live_workers))}")
     options = dict(backends=backends, device=args.device, threads=tuple(args.threads or (os.cpu_count() or 1,)),
-                   avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()), ov_precisions=hints,
+                   avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()),
+                   ov_precisions=tuple(None if h == "bundle" else h for h in hints),
+                   workers=tuple(args.live_workers),
                    ceiling=not args.no_ceiling, command=_bench_command(args))
     if args.refs:
         options["refs"] = tuple(args.refs)
