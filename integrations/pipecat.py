@@ -110,6 +110,7 @@ class _Picture:
     index: int
     turn: int | None
     rgb: bytes
+    size: tuple[int, int]  # (width, height)
     audio: bytes  # int16 mono, this frame's 40 ms
 
 
@@ -381,8 +382,7 @@ class IplapVideoService(AIService):
             if reply is not None and reply.started is not None:
                 await self.push_frame(reply.started)
             self._showing = p.turn
-        width, height = self.frame_size
-        image = OutputImageRawFrame(image=p.rgb, size=(width, height), format="RGB")
+        image = OutputImageRawFrame(image=p.rgb, size=p.size, format="RGB")
         image.sync_with_audio = self._sync_with_audio
         await self.push_frame(image)
         if p.turn is not None:
@@ -492,9 +492,10 @@ class IplapVideoService(AIService):
 
 def _convert(frame: iplap.LiveFrame) -> _Picture:
     """A live frame as bytes: the picture BGR -> RGB, the audio float32 -> int16 mono."""
-    rgb = np.ascontiguousarray(frame.image[:, :, ::-1]).tobytes()
+    height, width = frame.image.shape[:2]
+    rgb = frame.image[:, :, ::-1].tobytes()  # one copy, in RGB order
     audio = np.clip(np.round(frame.audio[:, 0] * 32768.0), -32768, 32767).astype(np.int16).tobytes()
-    return _Picture(frame.index, frame.turn, rgb, audio)
+    return _Picture(frame.index, frame.turn, rgb, (width, height), audio)
 
 
 __all__ = ["IplapVideoService"]
