@@ -184,6 +184,30 @@ def test_tts_audio_at_another_rate_is_resampled_to_the_session_rate(pipeline, av
     assert np.array_equal(played[:len(expected)], expected) and not played[len(expected):].any()
 
 
+def test_a_gap_in_the_tts_audio_ends_the_reply_before_its_stopped_frame(pipeline, avatar, photo_rgb):
+    """A TTS that pushes its stopped frame seconds after its last audio: the reply ends when
+    its speech runs out (no stalled frames, no frozen picture), and the late stopped frame
+    is passed on when it comes, after the idle frames that followed the reply."""
+    from pipecat.tests.utils import SleepFrame
+
+    speech = _speech(SECONDS)
+    reply = _tts(speech, RATE, "reply-late")
+    service = _service(pipeline, avatar, end_of_turn_after_s=0.3)
+    down, up = asyncio.run(run_test(service, frames_to_send=[*reply[:-1], SleepFrame(sleep=8.0), reply[-1]],
+                                    pipeline_params=PipelineParams(audio_out_sample_rate=RATE)))
+    stats = service.live_stats()
+    assert not any(isinstance(f, ErrorFrame) for f in up)
+    pairs = _pictures(down)
+    speaking = [i for i, (_, audio) in enumerate(pairs) if isinstance(audio, TTSAudioRawFrame)]
+    idle_before_stop = sum(1 for f in down[down.index(pairs[speaking[-1]][1]):down.index(reply[-1])]
+                           if isinstance(f, OutputImageRawFrame))
+    print(f"\ngap: {len(speaking)} speaking frames, {idle_before_stop} idle frames before the late stopped frame")
+    assert len(speaking) == FRAMES and stats.stalls == 0 and stats.turns == 1
+    assert np.array_equal(_samples([pairs[i][1] for i in speaking])[:len(speech)], speech)
+    assert idle_before_stop >= 1 and all(pairs[i][0].image == photo_rgb for i in range(speaking[-1] + 1, len(pairs)))
+    assert [f for f in down if isinstance(f, (TTSStartedFrame, TTSStoppedFrame))] == [reply[0], reply[-1]]
+
+
 class _InterruptAfter(FrameProcessor):
     """Asks the pipeline for an interruption after ``speaking`` frames of the reply: the
     worker sends an InterruptionFrame down from the top, as a user's speech would."""
