@@ -345,6 +345,9 @@ def _register_bench(sub) -> None:
     live.add_argument("--live-workers", type=_int_list, default=(1,),
                       help="renders in flight in the live session, comma-separated (default 1); the backend is "
                            "built for as many at once and the threads are shared among them")
+    live.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                      help="after the grid, run each avatar's live choice for this long as an agent would "
+                           "(replies, pauses, interruptions) and report its memory and latencies (default: no soak)")
     live.add_argument("--live-frames", type=int, default=12,
                       help="pictures timed per live round without a clock (default 12)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -364,6 +367,8 @@ def _bench_command(args) -> str:
     if args.live:
         words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision, "--live-workers",
                   ",".join(map(str, args.live_workers))]
+        if args.soak:
+            words += ["--soak", f"{args.soak:g}"]
     if args.quick:
         words.append("--quick")
     elif args.live:
@@ -443,7 +448,7 @@ def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
     options = dict(backends=backends, device=args.device, threads=tuple(args.threads or (os.cpu_count() or 1,)),
                    avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()),
                    ov_precisions=tuple(None if h == "bundle" else h for h in hints),
-                   workers=tuple(args.live_workers),
+                   workers=tuple(args.live_workers), soak_seconds=args.soak,
                    ceiling=not args.no_ceiling, command=_bench_command(args))
     if args.refs:
         options["refs"] = tuple(args.refs)

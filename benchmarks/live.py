@@ -75,6 +75,9 @@ class LiveBenchConfig:
         repeats: rounds (every configuration once per round, in a fresh process).
         clip_seconds: length of the face video made from the sample photo.
         ceiling, ceiling_config: the convolution ceiling, before and after the grid.
+        soak_seconds: after the grid, run each avatar's live choice for this long as an
+            agent would (:func:`soak_live`: replies, gaps, interruptions) and report its
+            memory and latencies (0: no soak).
         command: the command line, written above the tables.
     """
 
@@ -93,6 +96,7 @@ class LiveBenchConfig:
     clip_seconds: float = 1.0
     ceiling: bool = True
     ceiling_config: CeilingConfig = field(default_factory=CeilingConfig)
+    soak_seconds: float = 0.0
     command: str | None = None
 
     def __post_init__(self):
@@ -192,19 +196,26 @@ def _face_region(avatar) -> tuple[int, int, int, int]:
     return int(boxes[:, 0].min()), int(boxes[:, 1].max()), int(boxes[:, 2].min()), int(boxes[:, 3].max())
 
 
-def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: float, outputs: str) -> dict:
-    """One round of a configuration: the throughput turn (no clock), then a turn on the clock
-    with an interruption near its end. Writes the throughput turn's face regions to ``outputs``."""
+def _case_pipeline(case: dict):
+    """The pipeline of a configuration (a :class:`LiveCase` as a dict): its backend, hint, N,
+    threads, and the graphs built for its renders in flight."""
     from ..runtime.backends import BackendConfig
-    from ..runtime.constants import SAMPLE_RATE
-    from ..runtime.live import LiveConfig
     from ..runtime.pipeline import Pipeline, PipelineConfig
-    from .timing import peak_rss_mb
 
     backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
                             precision=case["hint"] if case["backend"] == "openvino" else None,
                             streams=case["workers"])
-    pipeline = Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
+    return Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
+
+
+def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: float, outputs: str) -> dict:
+    """One round of a configuration: the throughput turn (no clock), then a turn on the clock
+    with an interruption near its end. Writes the throughput turn's face regions to ``outputs``."""
+    from ..runtime.constants import SAMPLE_RATE
+    from ..runtime.live import LiveConfig
+    from .timing import peak_rss_mb
+
+    pipeline = _case_pipeline(case)
     start = time.perf_counter()
     avatar = pipeline.prepare(face)
     prepare_s = time.perf_counter() - start
@@ -266,6 +277,53 @@ def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: flo
             "interrupt_s": interrupted}
 
 
+def soak_live(case: dict, face: str, seconds: float, turn_seconds: float = 6.0, gap_seconds: float = 3.0) -> dict:
+    """A live session of ``seconds`` on the wall clock, as an agent uses it: a reply of
+    ``turn_seconds`` pushed at once, played, ``gap_seconds`` idle, and again; every third
+    reply is interrupted half-way. Its memory (resident, sampled every second, and the
+    peak), latencies, interruption latencies, k and real-time factor."""
+    from ..runtime.constants import SAMPLE_RATE
+    from .timing import peak_rss_mb, rss_mb
+
+    pipeline = _case_pipeline(case)
+    avatar = pipeline.prepare(face)
+    rss_start = rss_mb()
+    samples, interrupts = [], []
+    replies = 0
+    with pipeline.open_live(avatar, SAMPLE_RATE, realtime=True) as live:
+        start = time.monotonic()
+        next_reply, cut_at, asked = start + 1.0, None, None
+        last_sample = start
+        for frame in live.frames():
+            now = time.monotonic()
+            if now - last_sample >= 1.0:
+                samples.append(rss_mb())
+                last_sample = now
+            if asked is not None and not frame.speaking:
+                interrupts.append(now - asked)
+                asked = None
+            if now - start >= seconds:
+                break
+            if cut_at is not None and frame.speaking and now >= cut_at:
+                asked, cut_at = time.monotonic(), None
+                live.interrupt()
+            if now >= next_reply and not frame.speaking and live.queued_speech_seconds == 0:
+                live.push(_speech(turn_seconds, offset=0.2 + (replies % 5) * 1.3))
+                live.end_of_turn()
+                replies += 1
+                cut_at = now + turn_seconds / 2 if replies % 3 == 0 else None
+                next_reply = now + turn_seconds + gap_seconds
+        stats = live.stats()
+    return {"seconds": seconds, "replies": replies, "rss_start_mb": rss_start,
+            "rss_max_mb": max(samples, default=math.nan), "rss_end_mb": samples[-1] if samples else math.nan,
+            "peak_rss_mb": peak_rss_mb(), "frames": stats.frames, "fps": stats.frames / seconds,
+            "latency_s_mean": statistics.mean(stats.latencies) if stats.latencies else None,
+            "latency_s_max": max(stats.latencies, default=None),
+            "interrupt_s_max": max(interrupts, default=None), "interrupts": len(interrupts),
+            "k": stats.k, "real_time_factor": stats.real_time_factor, "rendered": stats.rendered,
+            "held": stats.held, "stalls": stats.stalls, "turns": stats.turns, "interrupted": stats.interrupted}
+
+
 # -- the run ------------------------------------------------------------------------------
 
 def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
@@ -315,11 +373,18 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
             f"needs {missing} (pip install 'iplap[calibrate]')" if not macs_ok else "")
         results = [pool_live(case, rounds[k], gmac, ceilings) for k, case in enumerate(cases)]
         _score(cases, results, outputs)
+        choice = live_choice(results)
+        soaks = {}
+        if config.soak_seconds > 0:
+            for avatar, c in choice.items():
+                log.info("soak: %s for %.0f s", c["label"], config.soak_seconds)
+                soaks[avatar] = {"label": c["label"], **in_process(soak_live, c["case"], faces[avatar],
+                                                                   config.soak_seconds)}
     report = {"command": config.command, "machine": machine_info(),
               "config": {k: (list(map(str, v)) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                          for k, v in asdict(config).items()},
               "ceiling": ceilings, "graph_gmac": gmac if gmac is not None else Skipped(f"needs {missing}"),
-              "results": results, "choice": live_choice(results)}
+              "results": results, "choice": choice, "soak": soaks or Skipped("no --soak")}
     (config.out_dir / "live.json").write_text(json.dumps(report, indent=2, default=json_default) + "\n")
     (config.out_dir / "live.md").write_text(live_markdown(report))
     return report
@@ -467,8 +532,26 @@ def live_markdown(report: dict) -> str:
             lines.append(f"- {avatar}: none sustains {FPS} fps; the fastest is **{c['label']}**, {c['fps']:.2f} "
                          f"pictures/s: a live session renders every {c['k']}th frame ({c['picture_rate']:.1f} "
                          "pictures/s) and holds the picture between.")
+    soak = report.get("soak")
+    if isinstance(soak, dict) and soak:
+        lines += ["\n## Soak: the live choice as an agent uses it\n",
+                  "Replies pushed at once, played, a pause, again; every third interrupted half-way. Memory: "
+                  "resident MB at the start, the largest of the per-second samples, at the end, and the "
+                  "process's peak.\n",
+                  "| avatar | configuration | s | replies | fps | latency s mean / max | interrupt ms max | k | "
+                  "RTF | RSS MB start / max / end / peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for avatar, r in soak.items():
+            if "error" in r:
+                lines.append(f"| {avatar} | {r['label']} | failed: {r['error']} ||||||||")
+                continue
+            lines.append(
+                f"| {avatar} | {r['label']} | {r['seconds']:.0f} | {r['replies']} | {r['fps']:.2f} | "
+                f"{_f(r['latency_s_mean'], '.2f')} / {_f(r['latency_s_max'], '.2f')} | "
+                f"{_f(r['interrupt_s_max'] * 1e3 if r['interrupt_s_max'] is not None else None, '.0f')} | {r['k']} | "
+                f"{r['real_time_factor']:.2f} | {r['rss_start_mb']:.0f} / {r['rss_max_mb']:.0f} / "
+                f"{r['rss_end_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
 __all__ = ["LIVE_REFS", "LiveBenchConfig", "LiveCase", "frame_gmac", "live_cases", "live_choice", "live_markdown",
-           "measure_live_round", "pool_live", "reference_case", "run_live_bench"]
+           "measure_live_round", "pool_live", "reference_case", "run_live_bench", "soak_live"]

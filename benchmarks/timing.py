@@ -10,6 +10,23 @@ from pathlib import Path
 import numpy as np
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory figure of /proc/self/status (Linux), MB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, MB (``VmRSS``; NaN where there is no /proc)."""
+    value = _status_mb("VmRSS")
+    return float("nan") if value is None else value
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory, MB.
 
@@ -17,12 +34,9 @@ def peak_rss_mb() -> float:
     ``ru_maxrss`` is not used there: it survives ``execve``, so a child process started by a
     large parent reports the parent's size at fork time as its own peak.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    value = _status_mb("VmHWM")
+    if value is not None:
+        return value
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if peak > 2**31 else peak / 1024  # bytes on macOS, KiB elsewhere
 

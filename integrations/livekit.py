@@ -67,7 +67,6 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -106,7 +105,7 @@ class IplapVideoGenerator(VideoGenerator):
     ``sample_rate``/``channels``: the audio the generator plays (and the runner's
     ``AvatarOptions``); speech pushed at another rate is resampled. ``realtime``: whose clock
     paces frames (see the module docstring). ``video_format``: ``"rgba"`` or ``"rgb24"``.
-    ``live_config``: a ``LiveConfig`` for the live session (fade, queue; None: defaults).
+    ``live_config``: an ``iplap.LiveConfig`` for the live session (fade, queue; None: defaults).
     ``max_pending_frames``: frames converted ahead of the consumer.
 
     Errors a caller can cause are :class:`iplap.IplapError` (one line).
@@ -114,14 +113,15 @@ class IplapVideoGenerator(VideoGenerator):
 
     def __init__(self, pipeline: iplap.Pipeline, face: str | Path | iplap.Avatar, *,
                  sample_rate: int = DEFAULT_SAMPLE_RATE, channels: int = 1, realtime: bool = True,
-                 video_format: str = "rgba", live_config: Any = None, max_pending_frames: int = 2):
+                 video_format: str = "rgba", live_config: iplap.LiveConfig | None = None,
+                 max_pending_frames: int = 2):
         if video_format not in VIDEO_FORMATS:
             raise iplap.IplapError(f"video_format must be one of {', '.join(VIDEO_FORMATS)}, not {video_format!r}")
         if int(max_pending_frames) < 1:
             raise iplap.IplapError(f"max_pending_frames must be at least 1, not {max_pending_frames!r}")
         avatar = face if isinstance(face, iplap.Avatar) else pipeline.prepare(face)
         self._format = video_format
-        self._height, self._width = int(avatar.track.height), int(avatar.track.width)
+        self._width, self._height = avatar.frame_size
         self._finished: bool | None = None  # set by the live session on the pump thread
         self._live = pipeline.open_live(avatar, sample_rate, channels, realtime=realtime,
                                         on_playback_finished=self._on_playback_finished, config=live_config)

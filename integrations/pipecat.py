@@ -76,7 +76,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from loguru import logger
@@ -142,7 +141,7 @@ class IplapVideoService(AIService):
 
     def __init__(self, *, face: str | Path | iplap.Avatar, bundle: str | Path | iplap.Bundle | None = None,
                  pipeline: iplap.Pipeline | None = None, pipeline_config: iplap.PipelineConfig | None = None,
-                 sample_rate: int | None = None, realtime: bool = True, live_config: Any = None,
+                 sample_rate: int | None = None, realtime: bool = True, live_config: iplap.LiveConfig | None = None,
                  end_of_turn_after_s: float = 0.5, queue_frames: int = 4, sync_with_audio: bool = True,
                  idle_audio: bool = True, end_timeout_s: float = 5.0, **kwargs):
         """Open the bundle and prepare the face (seconds; errors are :class:`iplap.IplapError`).
@@ -157,7 +156,7 @@ class IplapVideoService(AIService):
             sample_rate: the session's rate (the output transport's); None: the
                 ``StartFrame``'s ``audio_out_sample_rate``.
             realtime: frames at 25 fps of the wall clock (False: as fast as they render).
-            live_config: a ``LiveConfig`` (``iplap.runtime.live``) for the session: fades,
+            live_config: an ``iplap.LiveConfig`` for the session: fades,
                 render queue, a fixed ``render_every``.
             end_of_turn_after_s: a gap in the TTS audio this long ends the reply when
                 less than this much of it is left to play.
@@ -214,7 +213,7 @@ class IplapVideoService(AIService):
     @property
     def frame_size(self) -> tuple[int, int]:
         """(width, height) of the pictures: set the output transport's video size to it."""
-        return self._avatar.track.width, self._avatar.track.height
+        return self._avatar.frame_size
 
     @property
     def sample_rate(self) -> int | None:

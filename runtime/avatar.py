@@ -95,6 +95,11 @@ class Avatar:
         return len(self.track)
 
     @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the frames it renders: the face photo's or video's own."""
+        return int(self.track.width), int(self.track.height)
+
+    @property
     def is_image(self) -> bool:
         return bool(self.options.get("is_image"))
 

@@ -69,10 +69,10 @@ def test_installed_package_has_every_data_file():
 
 
 def test_service_and_batch_use_only_the_public_api():
-    """New surfaces build on ``import iplap`` (and its errors), not on the runtime's modules;
-    and the runtime never imports them."""
+    """New surfaces (the service, batch, the framework adapters) build on ``import iplap``
+    (and its errors), not on the runtime's modules; and the runtime never imports them."""
     offenders = []
-    for folder in ("serve", "batch"):
+    for folder in ("serve", "batch", "integrations"):
         for path in (ROOT / folder).rglob("*.py") if (ROOT / folder).is_dir() else ():
             for line in path.read_text().splitlines():
                 text = line.strip()
@@ -82,6 +82,7 @@ def test_service_and_batch_use_only_the_public_api():
         for line in path.read_text().splitlines():
             words = line.strip().split()
             if len(words) >= 2 and words[0] in ("import", "from") and any(
-                    words[1].startswith(p) for p in ("..serve", "...serve", "iplap.serve", "..batch", "iplap.batch")):
+                    words[1].startswith(p) for p in ("..serve", "...serve", "iplap.serve", "..batch", "iplap.batch",
+                                                     "..integrations", "iplap.integrations")):
                 offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert offenders == []
