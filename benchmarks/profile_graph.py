@@ -110,7 +110,7 @@ def profile(bundles: list[Path], graph: str, backends: list[str], batch: int, th
                 bundle = Bundle.load(root)
                 path = bundle.graph_file(graph, backend)
                 models[root.name] = (_OrtProfiled(path, threads, Path(tmp)) if backend == "onnxruntime"
-                                     else _OvProfiled(path, threads, bundle.openvino_inference_precision))
+                                     else _OvProfiled(path, threads, bundle.openvino_hint(graph)))
             for model in models.values():  # warm-up, profiled too: divided out below
                 model.run(feeds)
             times: dict[str, list[float]] = {name: [] for name in models}

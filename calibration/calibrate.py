@@ -402,11 +402,6 @@ def _graph_precision(precision: str, result: BackendResult, graph: str) -> str:
     return precision
 
 
-    for graph, entry in manifest_graphs.items():
-        entry["precision"] = {b: graphs_entry[graph][b] for b in results}
-        trial = results["openvino"].float_hint if "openvino" in results else None
-        if trial and trial["kept"] and graph in trial["graphs"]:
-            entry["openvino_inference_precision"] = trial["tried"]  # what Bundle.openvino_hint reads
 def _manifest(config: CalibrateConfig, source: Bundle, recording: Recording,
               results: dict[str, BackendResult]) -> dict:
     recipe = config.recipe
