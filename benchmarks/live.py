@@ -288,7 +288,7 @@ def soak_live(case: dict, face: str, seconds: float, turn_seconds: float = 6.0, 
     pipeline = _case_pipeline(case)
     avatar = pipeline.prepare(face)
     rss_start = rss_mb()
-    samples, interrupts = [], []
+    samples, interrupts, trace = [], [], []
     replies = 0
     with pipeline.open_live(avatar, SAMPLE_RATE, realtime=True) as live:
         start = time.monotonic()
@@ -299,6 +299,8 @@ def soak_live(case: dict, face: str, seconds: float, turn_seconds: float = 6.0, 
             if now - last_sample >= 1.0:
                 samples.append(rss_mb())
                 last_sample = now
+                if len(samples) % 30 == 0:
+                    trace.append((round(now - start), samples[-1]))
             if asked is not None and not frame.speaking:
                 interrupts.append(now - asked)
                 asked = None
@@ -314,7 +316,9 @@ def soak_live(case: dict, face: str, seconds: float, turn_seconds: float = 6.0, 
                 cut_at = now + turn_seconds / 2 if replies % 3 == 0 else None
                 next_reply = now + turn_seconds + gap_seconds
         stats = live.stats()
+    half = samples[len(samples) // 2] if samples else math.nan
     return {"seconds": seconds, "replies": replies, "rss_start_mb": rss_start,
+            "rss_half_mb": half, "rss_trace_mb": trace,  # (seconds, MB) every 30 s
             "rss_max_mb": max(samples, default=math.nan), "rss_end_mb": samples[-1] if samples else math.nan,
             "peak_rss_mb": peak_rss_mb(), "frames": stats.frames, "fps": stats.frames / seconds,
             "latency_s_mean": statistics.mean(stats.latencies) if stats.latencies else None,
@@ -536,10 +540,10 @@ def live_markdown(report: dict) -> str:
     if isinstance(soak, dict) and soak:
         lines += ["\n## Soak: the live choice as an agent uses it\n",
                   "Replies pushed at once, played, a pause, again; every third interrupted half-way. Memory: "
-                  "resident MB at the start, the largest of the per-second samples, at the end, and the "
-                  "process's peak.\n",
+                  "resident MB before the session, half-way through it, at its end, and the process's peak "
+                  "(live.json has the trace, every 30 s).\n",
                   "| avatar | configuration | s | replies | fps | latency s mean / max | interrupt ms max | k | "
-                  "RTF | RSS MB start / max / end / peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "RTF | RSS MB start / half-way / end / peak |", "|---|---|---|---|---|---|---|---|---|---|"]
         for avatar, r in soak.items():
             if "error" in r:
                 lines.append(f"| {avatar} | {r['label']} | failed: {r['error']} ||||||||")
@@ -548,7 +552,7 @@ def live_markdown(report: dict) -> str:
                 f"| {avatar} | {r['label']} | {r['seconds']:.0f} | {r['replies']} | {r['fps']:.2f} | "
                 f"{_f(r['latency_s_mean'], '.2f')} / {_f(r['latency_s_max'], '.2f')} | "
                 f"{_f(r['interrupt_s_max'] * 1e3 if r['interrupt_s_max'] is not None else None, '.0f')} | {r['k']} | "
-                f"{r['real_time_factor']:.2f} | {r['rss_start_mb']:.0f} / {r['rss_max_mb']:.0f} / "
+                f"{r['real_time_factor']:.2f} | {r['rss_start_mb']:.0f} / {r.get('rss_half_mb', math.nan):.0f} / "
                 f"{r['rss_end_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
