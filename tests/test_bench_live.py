@@ -17,7 +17,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
     (itself here), the interruption latency, and a live choice for each."""
     out = tmp_path / "live"
     code = main(["bench", "--live", "--quick", "--quiet", "--bundle", str(bundle_dir), "--out", str(out),
-                 "--backends", "onnxruntime", "--threads", "2", "--soak", "4"])
+                 "--backends", "onnxruntime", "--threads", "2", "--soak", "2"])
     assert code == 0
     report = json.loads((out / "live.json").read_text())
     results = report["results"]
@@ -36,7 +36,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert rt["k"] >= 1 and rt["real_time_factor"] > 0 and rt["speaking_frames"] > 0
     assert results[0]["distinct_refs"] == 1  # a photo: one distinct reference, whatever N
     assert set(report["choice"]) == {"photo", "video"}
-    for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 4 s
+    for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 2 s
         print(f"\nsoak {avatar}: {soak}")
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
         assert soak["fps"] == pytest.approx(25, rel=0.2) and soak["peak_rss_mb"] >= soak["rss_start_mb"] > 0

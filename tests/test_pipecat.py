@@ -184,6 +184,7 @@ def test_tts_audio_at_another_rate_is_resampled_to_the_session_rate(pipeline, av
     assert np.array_equal(played[:len(expected)], expected) and not played[len(expected):].any()
 
 
+@pytest.mark.slow  # 8 s of a late stopped frame: keeps the default run under 15 minutes
 def test_a_gap_in_the_tts_audio_ends_the_reply_before_its_stopped_frame(pipeline, avatar, photo_rgb):
     """A TTS that pushes its stopped frame seconds after its last audio: the reply ends when
     its speech runs out (no stalled frames, no frozen picture), and the late stopped frame
@@ -343,6 +344,7 @@ def test_a_webrtc_peer_receives_the_avatar_and_its_speech(pipeline, avatar):
     assert stats.turns == 1
 
 
+@pytest.mark.slow  # a subprocess and 2 s of rendering: keeps the default run under 15 minutes
 def test_the_example_bot_writes_a_file(bundle_dir, tmp_path):
     """examples/pipecat_bot.py --out: the sample speech through the service into an mp4 of the
     avatar's size with an audio track, for the seconds asked (no keys, no network)."""

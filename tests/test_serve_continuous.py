@@ -273,6 +273,7 @@ async def _ends(server, avatar: str, how: str) -> list[dict]:
     return client.texts[1:]
 
 
+@pytest.mark.slow  # a server of its own and eight sessions: keeps the default run under 15 minutes
 @pytest.mark.parametrize("how,words", [
     ("close", None),
     ("end", None),
