@@ -50,6 +50,8 @@ from ..runtime.constants import BACKENDS, FPS
 from . import LIVE_REFS
 from .ceiling import CeilingConfig
 from .grid import PER_REFERENCE_GRAPHS, Skipped
+from .recommend import PSNR_RESOLUTION_DB
+from .report import _fmt
 
 log = logging.getLogger(__name__)
 
@@ -467,12 +469,15 @@ def live_choice(results: list[dict], fps: float = FPS) -> dict:
             continue
 
         def accuracy(r):
-            return math.inf if r.get("identical_to_reference") else (r.get("psnr_vs_reference") or -math.inf)
+            """PSNR at the tables' resolution, as the offline recommendation compares it."""
+            if r.get("identical_to_reference"):
+                return math.inf
+            psnr = r.get("psnr_vs_reference")
+            return -math.inf if psnr is None else round(psnr / PSNR_RESOLUTION_DB) * PSNR_RESOLUTION_DB
 
         sustaining = [r for r in ok if r["fps_best"] >= fps]
         if sustaining:
-            pick = max(sustaining, key=lambda r: (round(accuracy(r), 1) if math.isfinite(accuracy(r))
-                                                  else accuracy(r), r["fps_best"]))
+            pick = max(sustaining, key=lambda r: (accuracy(r), r["fps_best"]))
             choices[avatar] = {"label": pick["label"], "case": pick["case"], "sustains": True,
                                "fps": pick["fps_best"], "k": 1}
         else:
@@ -481,10 +486,6 @@ def live_choice(results: list[dict], fps: float = FPS) -> dict:
             choices[avatar] = {"label": pick["label"], "case": pick["case"], "sustains": False,
                                "fps": pick["fps_best"], "k": k, "picture_rate": fps / k}
     return choices
-
-
-def _f(value, spec: str) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def live_markdown(report: dict) -> str:
@@ -511,13 +512,13 @@ def live_markdown(report: dict) -> str:
             continue
         rt = r["realtime"]
         psnr = "reference" if r.get("reference") == r["label"] else (
-            "identical" if r.get("identical_to_reference") else _f(r.get("psnr_vs_reference"), ".1f"))
+            "identical" if r.get("identical_to_reference") else _fmt(r.get("psnr_vs_reference"), ".1f"))
         lines.append(
-            f"| {r['label']} | {r['distinct_refs']} | {_f(r['gmac_per_frame'], '.1f')} | {_f(r['fps_best'], '.2f')} "
-            f"({_f(r['fps_median'], '.2f')}) | {_f(r['ceiling_fps'], '.2f')} | {_f(r['share_of_ceiling'], '.0%')} | "
-            f"{_f(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
-            f"{_f(r['interrupt_s'] * 1e3 if r['interrupt_s'] is not None else None, '.0f')} | {psnr} | "
-            f"{_f(r['peak_rss_mb'], '.0f')} |")
+            f"| {r['label']} | {r['distinct_refs']} | {_fmt(r['gmac_per_frame'], '.1f')} | {_fmt(r['fps_best'], '.2f')} "
+            f"({_fmt(r['fps_median'], '.2f')}) | {_fmt(r['ceiling_fps'], '.2f')} | {_fmt(r['share_of_ceiling'], '.0%')} | "
+            f"{_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
+            f"{_fmt(r['interrupt_s'] * 1e3 if r['interrupt_s'] is not None else None, '.0f')} | {psnr} | "
+            f"{_fmt(r['peak_rss_mb'], '.0f')} |")
     ceiling = report["ceiling"]
     if isinstance(ceiling, Skipped) or "error" in ceiling:
         lines.append(f"\nConvolution ceiling: {ceiling if isinstance(ceiling, Skipped) else ceiling['error']}.")
@@ -550,8 +551,8 @@ def live_markdown(report: dict) -> str:
                 continue
             lines.append(
                 f"| {avatar} | {r['label']} | {r['seconds']:.0f} | {r['replies']} | {r['fps']:.2f} | "
-                f"{_f(r['latency_s_mean'], '.2f')} / {_f(r['latency_s_max'], '.2f')} | "
-                f"{_f(r['interrupt_s_max'] * 1e3 if r['interrupt_s_max'] is not None else None, '.0f')} | {r['k']} | "
+                f"{_fmt(r['latency_s_mean'], '.2f')} / {_fmt(r['latency_s_max'], '.2f')} | "
+                f"{_fmt(r['interrupt_s_max'] * 1e3 if r['interrupt_s_max'] is not None else None, '.0f')} | {r['k']} | "
                 f"{r['real_time_factor']:.2f} | {r['rss_start_mb']:.0f} / {r.get('rss_half_mb', math.nan):.0f} / "
                 f"{r['rss_end_mb']:.0f} / {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines) + "\n"
