@@ -345,6 +345,9 @@ def _register_bench(sub) -> None:
     live.add_argument("--live-workers", type=_int_list, default=(1,),
                       help="renders in flight in the live session, comma-separated (default 1); the backend is "
                            "built for as many at once and the threads are shared among them")
+    live.add_argument("--ov-fuse-flow", default="on",
+                      help="OpenVINO: run flow_modulations and flow_head as one model: on (default), off, or "
+                           "on,off to compare")
     live.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                       help="after the grid, run each avatar's live choice for this long as an agent would "
                            "(replies, pauses, interruptions) and report its memory and latencies (default: no soak)")
@@ -365,8 +368,8 @@ def _bench_command(args) -> str:
     if args.device != "CPU":
         words += ["--device", args.device]
     if args.live:
-        words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision, "--live-workers",
-                  ",".join(map(str, args.live_workers))]
+        words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision, "--ov-fuse-flow",
+                  args.ov_fuse_flow, "--live-workers", ",".join(map(str, args.live_workers))]
         if args.soak:
             words += ["--soak", f"{args.soak:g}"]
     if args.quick:
@@ -443,11 +446,15 @@ def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
     if bad or not hints:
         raise IplapError(f"unknown --ov-precision {bad[0] if bad else args.ov_precision!r}: choose bundle, f32, "
                          "bf16, f16")
+    fusions = tuple(f.strip() for f in args.ov_fuse_flow.split(",") if f.strip())
+    if not fusions or any(f not in ("on", "off") for f in fusions):
+        raise IplapError(f"unknown --ov-fuse-flow {args.ov_fuse_flow!r}: choose on, off or on,off")
     if any(w < 1 for w in args.live_workers):
         raise IplapError(f"--live-workers must be 1 or more, got {','.join(map(str, args.live_workers))}")
     options = dict(backends=backends, device=args.device, threads=tuple(args.threads or (os.cpu_count() or 1,)),
                    avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()),
                    ov_precisions=tuple(None if h == "bundle" else h for h in hints),
+                   fuse_flow=tuple(f == "on" for f in dict.fromkeys(fusions)),
                    workers=tuple(args.live_workers), soak_seconds=args.soak,
                    ceiling=not args.no_ceiling, command=_bench_command(args))
     if args.refs:

@@ -34,7 +34,7 @@ import numpy as np
 from ..runtime.bundle import GRAPH_NAMES as GRAPHS
 from ..runtime.constants import DEFAULT_REFS
 
-RENDERER_STAGES = ("flow_modulations", "flow_head", "warp", "translation")
+RENDERER_STAGES = ("flow_modulations", "flow_head", "flow", "warp", "translation")
 
 
 def _median(values: list[float]) -> float:
@@ -158,7 +158,8 @@ def time_backend(bundles: dict[str, Path], backend: str, inputs: dict, distinct:
         rendered += 1
     for p in bundles:
         out[p].update(renderer_s=_median(totals[p]),
-                      renderer_stages_s={k: _median([s[k] for s in stages[p]]) for k in RENDERER_STAGES},
+                      renderer_stages_s={k: _median([s[k] for s in stages[p]]) for k in RENDERER_STAGES
+                                         if all(k in s for s in stages[p])},
                       end_to_end_s=_median(intervals[p]), end_to_end_frames=len(intervals[p]))
     return out
 

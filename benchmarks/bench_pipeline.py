@@ -51,7 +51,7 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     from ..runtime.backends import BackendConfig
     from ..runtime.media import VideoScan, VideoWriter
     from ..runtime.pipeline import Pipeline, PipelineConfig
-    from ..runtime.reports import RENDERER_GRAPHS, StageClock
+    from ..runtime.reports import RENDERER_STAGES, StageClock
     from ..runtime.tracking import track_faces
     from ..samples.clip import head_motion_frames, write_clip
     from .timing import time_renders
@@ -72,7 +72,7 @@ def stage_times(bundle: Path, backend: str, refs: int, threads: int, frames: int
     per_stage = []
     for stages in times.stages:
         stages = dict(stages)
-        stages["renderer graphs"] = sum(stages.pop(g, 0.0) for g in RENDERER_GRAPHS)
+        stages["renderer graphs"] = sum(stages.pop(g, 0.0) for g in RENDERER_STAGES)
         per_stage.append(stages)
     walls, first = times.walls, times.first_frame_seconds
     keys = sorted({k for s in per_stage for k in s})

@@ -13,7 +13,7 @@ from ..runtime.constants import BACKENDS, DEFAULT_REFS
 from . import BENCH_REFS
 from .ceiling import CeilingConfig
 
-STAGES = ("landmarks", "sketches", "flow_modulations", "flow_head", "warp", "translation", "blend", "decode", "encode")
+STAGES = ("landmarks", "sketches", "flow_modulations", "flow_head", "flow", "warp", "translation", "blend", "decode", "encode")
 #: Graphs that run once per distinct reference on every frame (batch N).
 PER_REFERENCE_GRAPHS = ("flow_head",)
 #: The original release's configuration, which every setting is also compared with.

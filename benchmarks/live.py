@@ -32,6 +32,7 @@ Outputs ``live.json`` and ``live.md`` in the output folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -70,6 +71,8 @@ class LiveBenchConfig:
         ov_precisions: OpenVINO inference precision hints to run each OpenVINO case with
             (None: the bundle's own, as ``iplap run`` would; ``f32`` exact; ``bf16`` where the
             CPU has it: the float work around int8 layers).
+        fuse_flow: OpenVINO: run flow_modulations and flow_head as one model
+            (``BackendConfig.fuse_flow``, the default), as two, or both for comparison.
         workers: renders in flight in the live session (``LiveConfig.workers``), the
             backend built for as many at once (``BackendConfig.streams``), the threads shared.
         frames: pictures timed without a clock, after the first render.
@@ -91,6 +94,7 @@ class LiveBenchConfig:
     refs: tuple[int, ...] = LIVE_REFS
     avatars: tuple[str, ...] = AVATARS
     ov_precisions: tuple[str | None, ...] = (None,)
+    fuse_flow: tuple[bool, ...] = (True,)
     workers: tuple[int, ...] = (1,)
     frames: int = 12
     realtime_seconds: float = 3.0
@@ -130,10 +134,12 @@ class LiveCase:
     hint: str | None = None  # OpenVINO inference precision hint (None: the bundle's)
     name: str = ""  # the bundle's folder name, where two bundles share a precision
     workers: int = 1  # renders in flight
+    fuse_flow: bool = True  # OpenVINO: flow_modulations + flow_head as one model
 
     @property
     def label(self) -> str:
         device = f" {self.device}" if self.backend == "openvino" else ""
+        device += "" if self.fuse_flow or self.backend != "openvino" else " unfused"
         hint = f" {self.hint}" if self.hint else ""
         name = f" ({self.name})" if self.name else ""
         workers = f" x{self.workers}" if self.workers > 1 else ""
@@ -154,12 +160,12 @@ def live_cases(config: LiveBenchConfig, bundles: dict) -> list[LiveCase]:
             for path, b in bundles.items():
                 for backend in config.backends:
                     hints = config.ov_precisions if backend == "openvino" else (None,)
-                    for hint in hints:
-                        for threads in config.threads:
-                            for workers in config.workers:
-                                device = config.device if backend == "openvino" else "CPU"
-                                cases.append(LiveCase(path, b.precision, backend, device, threads, avatar, refs,
-                                                      hint, names[path], workers))
+                    fusions = config.fuse_flow if backend == "openvino" else (True,)
+                    for hint, fuse, threads, workers in itertools.product(hints, fusions, config.threads,
+                                                                          config.workers):
+                        device = config.device if backend == "openvino" else "CPU"
+                        cases.append(LiveCase(path, b.precision, backend, device, threads, avatar, refs,
+                                              hint, names[path], workers, fuse))
     return cases
 
 
@@ -206,7 +212,7 @@ def _case_pipeline(case: dict):
 
     backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
                             precision=case["hint"] if case["backend"] == "openvino" else None,
-                            streams=case["workers"])
+                            streams=case["workers"], fuse_flow=case.get("fuse_flow", True))
     return Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
 
 

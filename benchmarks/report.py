@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..runtime.reports import RENDERER_GRAPHS
+from ..runtime.reports import FUSED_STAGES, RENDERER_STAGES
 from .grid import STAGES, Skipped
 
 
@@ -100,15 +100,17 @@ def _ceiling_lines(report: dict) -> list[str]:
     lines += ["\nEach renderer graph per frame: GMAC (its convolutions' and matrix products' multiply-adds; "
               f"flow_head: {gmac['flow_head']:.2f} per reference, times the distinct references U), GMAC/s from its "
               "fastest frame, and in brackets its share of the ceiling (fastest run) at the same backend, precision "
-              "and thread count.\n",
-              "| configuration | U | " + " | ".join(f"{g} GMAC | {g} GMAC/s (share)" for g in RENDERER_GRAPHS) + " |",
-              "|---|---|" + "---|---|" * len(RENDERER_GRAPHS)]
+              "and thread count. "
+              + "; ".join(f"{stage}: {' + '.join(graphs)} run as one model (OpenVINO's fused flow)"
+                          for stage, graphs in FUSED_STAGES.items()) + ".\n",
+              "| configuration | U | " + " | ".join(f"{g} GMAC | {g} GMAC/s (share)" for g in RENDERER_STAGES) + " |",
+              "|---|---|" + "---|---|" * len(RENDERER_STAGES)]
     for r in report["results"]:
         if r["error"] or not r.get("graphs"):
             continue
         cells = []
-        for g in RENDERER_GRAPHS:
-            e = r["graphs"][g]
+        for g in RENDERER_STAGES:
+            e = r["graphs"].get(g) or {"gmac": 0.0, "gmac_per_s": None, "share_of_ceiling": None}
             share = f" ({e['share_of_ceiling']:.0%})" if e["share_of_ceiling"] is not None else ""
             cells.append(f"{e['gmac']:.1f} | {_fmt(e['gmac_per_s'], '.1f')}{share}")
         lines.append(f"| {r['label']} | {r['distinct_refs']} | " + " | ".join(cells) + " |")
@@ -119,12 +121,12 @@ def _scaling_lines(report: dict) -> list[str]:
     rows = report["thread_scaling"]
     if not rows:
         return []
-    keys = ("frame", *RENDERER_GRAPHS, "warp")
+    keys = ("frame", *RENDERER_STAGES, "warp")
     lines = ["\n## Thread scaling\n",
              "Speed-up of the fastest frame with more threads, and in brackets the efficiency (speed-up divided "
              "by the ratio of threads; 100% is perfect scaling).\n",
              "| setting | threads | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in rows:
-        cells = [f"{row[k]['speedup']:.2f}x ({row[k]['efficiency']:.0%})" if row[k] else "n/a" for k in keys]
+        cells = [f"{row[k]['speedup']:.2f}x ({row[k]['efficiency']:.0%})" if row.get(k) else "n/a" for k in keys]
         lines.append(f"| {row['setting']} | {row['threads'][0]} -> {row['threads'][1]} | " + " | ".join(cells) + " |")
     return lines

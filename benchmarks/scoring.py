@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..runtime.reports import RENDERER_GRAPHS
+from ..runtime.reports import FUSED_STAGES, RENDERER_GRAPHS, RENDERER_STAGES
 from .grid import PER_REFERENCE_GRAPHS, Accuracy, Case, CaseResult
 
 
@@ -86,8 +86,9 @@ def graph_throughput(result: CaseResult, gmac: dict[str, float], ceiling: dict) 
     peak = next((e["gmac_per_s"] for e in ceiling.get("results", ()) if e["backend"] == c.backend
                  and e["precision"] == c.precision and e["threads"] == c.threads), None)
     graphs = {}
-    for name in RENDERER_GRAPHS:
-        per_frame = gmac[name] * ((result.distinct_refs or c.refs) if name in PER_REFERENCE_GRAPHS else 1)
+    refs = result.distinct_refs or c.refs
+    for name in RENDERER_STAGES:  # a fused stage does the work of its graphs
+        per_frame = sum(gmac[g] * (refs if g in PER_REFERENCE_GRAPHS else 1) for g in FUSED_STAGES.get(name, (name,)))
         seconds = (result.stages_min or result.stages).get(name)
         rate = per_frame / seconds if seconds else None
         graphs[name] = {"gmac": per_frame, "seconds": seconds, "gmac_per_s": rate,
@@ -111,7 +112,7 @@ def thread_scaling(results: list[dict]) -> list[dict]:
         for r in runs[1:]:
             ratio = r["case"]["threads"] / base["case"]["threads"]
             times = {"frame": (base["seconds_min"], r["seconds_min"]),
-                     **{s: (base["stages_min"].get(s), r["stages_min"].get(s)) for s in (*RENDERER_GRAPHS, "warp")}}
+                     **{s: (base["stages_min"].get(s), r["stages_min"].get(s)) for s in (*RENDERER_STAGES, "warp")}}
             rows.append({"setting": setting, "threads": [base["case"]["threads"], r["case"]["threads"]],
                          **{k: {"speedup": a / b, "efficiency": a / b / ratio} if a and b else None
                             for k, (a, b) in times.items()}})

@@ -44,6 +44,11 @@ class BackendConfig:
             ``NUM_STREAMS`` (1: the latency hint, one stream using every thread);
             onnxruntime: each call's intra-op threads are ``threads // streams``. The
             results are the same whatever the number (only the work is divided otherwise).
+        fuse_flow: OpenVINO only: run the renderer's flow_modulations and flow_head as one
+            compiled model (:func:`compose_openvino`), so the 12 modulation maps (48 MB a
+            frame in f32) stay inside the plugin in its own layout and precision instead of
+            being reordered, copied out and copied back in. Same operations; ``False`` runs
+            the two graphs one after the other (for comparison).
     """
 
     backend: str = "onnxruntime"
@@ -52,6 +57,7 @@ class BackendConfig:
     cache_dir: Path | None = None
     precision: str | None = None
     streams: int = 1
+    fuse_flow: bool = True
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -96,11 +102,22 @@ class OnnxRuntimeModel:
         return dict(zip(self.output_names, outputs))
 
 
+@dataclass(frozen=True)
+class OpenVINOSource:
+    """What an OpenVINO model was compiled from: enough to read and compile it again
+    (:func:`compose_openvino` joins two graphs from their sources)."""
+
+    path: Path
+    device: str
+    properties: dict
+
+
 class OpenVINOModel:
     """A compiled OpenVINO model; one infer request per thread that uses it."""
 
-    def __init__(self, compiled, output_names: list[str] | None = None):
+    def __init__(self, compiled, output_names: list[str] | None = None, source: OpenVINOSource | None = None):
         self.compiled = compiled
+        self.source = source
         self.input_names = [p.get_any_name() for p in compiled.inputs]
         # A port can carry several tensor names (OpenVINO fuses producers into outputs);
         # name each output as the model file declares it when the caller knows those names.
@@ -112,9 +129,107 @@ class OpenVINOModel:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
-        # Copy: the request reuses its output buffers on the next call.
-        return {name: np.array(request.get_tensor(port).data) for name, port in self._ports.items()}
+        return _infer(request, feeds, self._ports)
+
+
+def _infer(request, feeds: dict[str, np.ndarray], ports: dict) -> dict[str, np.ndarray]:
+    # share_inputs: the plugin reads the caller's arrays in place (the call is synchronous,
+    # and the request keeps a reference to each array until its next call).
+    request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()}, share_inputs=True)
+    # Copy out: the request reuses its output buffers on the next call.
+    return {name: np.array(request.get_tensor(port).data) for name, port in ports.items()}
+
+
+#: Distinct batch sizes a composed model keeps compiled at once (an avatar has one: its
+#: distinct references; a server with photo and video avatars, a few).
+COMPOSED_BATCHES_KEPT = 4
+
+
+class ComposedOpenVINOModel:
+    """Two OpenVINO graphs run as one: ``first``'s outputs named in ``links`` feed the
+    inputs of ``second`` of the same names; the inputs are the others of both, the
+    outputs ``second``'s. Compiled for each batch of ``batch_input`` when first used
+    (static shapes: the CPU plugin cannot broadcast ``first``'s batch-1 outputs over a
+    dynamic batch here), the last :data:`COMPOSED_BATCHES_KEPT` kept."""
+
+    def __init__(self, first: OpenVINOSource, second: OpenVINOSource, links: tuple[str, ...], batch_input: str,
+                 output_names: list[str] | None = None):
+        self.first, self.second, self.links, self.batch_input = first, second, tuple(links), batch_input
+        self._preferred = output_names
+        self._model = self._join()
+        self.input_names = [p.get_any_name() for p in self._model.inputs]
+        self.output_names = [_port_name(p, output_names) for p in self._model.outputs]
+        self._compiled: dict[int, tuple[object, dict]] = {}  # batch -> (compiled, ports), oldest first
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _join(self):
+        core = openvino_core()
+        first, second = core.read_model(str(self.first.path)), core.read_model(str(self.second.path))
+        produced = {}
+        for result in first.get_results():
+            for name in result.input_value(0).get_names():
+                produced[name] = result.input_value(0)
+        kept = []
+        for parameter in second.get_parameters():
+            link = next((n for n in self.links if n in parameter.output(0).get_names()), None)
+            if link is None:
+                kept.append(parameter)
+                continue
+            if link not in produced:
+                raise BackendError(f"{self.first.path.name} has no output {link!r} for {self.second.path.name}")
+            for target in list(parameter.output(0).get_target_inputs()):
+                target.replace_source_output(produced[link])
+        import openvino as ov
+
+        return ov.Model(second.get_results(), kept + list(first.get_parameters()),
+                        f"{first.get_friendly_name()}+{second.get_friendly_name()}")
+
+    def compiled_for(self, batch: int):
+        """The model compiled for ``batch`` rows of ``batch_input`` (compiled now if new)."""
+        with self._lock:
+            if batch in self._compiled:
+                return self._compiled[batch]
+            model = self._model.clone()
+            shape = model.input(self.batch_input).get_partial_shape()
+            shape[0] = batch
+            model.reshape({self.batch_input: shape})
+            try:
+                compiled = openvino_core().compile_model(model, self.second.device, self.second.properties)
+            except RuntimeError as exc:
+                raise BackendError(f"OpenVINO cannot compile {self._model.get_friendly_name()} for batch "
+                                   f"{batch}: {first_line(exc)}") from None
+            ports = {_port_name(p, self._preferred): p for p in compiled.outputs}
+            self._compiled[batch] = compiled, ports
+            while len(self._compiled) > COMPOSED_BATCHES_KEPT:
+                self._compiled.pop(next(iter(self._compiled)))
+            return compiled, ports
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = int(np.shape(feeds[self.batch_input])[0])
+        compiled, ports = self.compiled_for(batch)
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}  # batch -> (compiled, request) of this thread
+        if batch not in requests or requests[batch][0] is not compiled:
+            for old in [b for b in requests if b not in self._compiled]:
+                del requests[old]  # batches no longer kept
+            requests[batch] = compiled, compiled.create_infer_request()
+        return _infer(requests[batch][1], feeds, ports)
+
+
+def compose_openvino(first, second, links: tuple[str, ...], batch_input: str,
+                     output_names: list[str] | None = None) -> ComposedOpenVINOModel | None:
+    """``first`` then ``second`` as one model (:class:`ComposedOpenVINOModel`), or None
+    where they cannot be: not both OpenVINO models compiled from files by
+    :func:`load_model`, or compiled with different devices or properties (precision
+    hints, streams)."""
+    a, b = getattr(first, "source", None), getattr(second, "source", None)
+    if not isinstance(first, OpenVINOModel) or not isinstance(second, OpenVINOModel) or a is None or b is None:
+        return None
+    if (a.device, a.properties) != (b.device, b.properties):
+        return None
+    return ComposedOpenVINOModel(a, b, links, batch_input, output_names)
 
 
 def _port_name(port, preferred: list[str] | None) -> str:
@@ -213,7 +328,7 @@ def _load_openvino(path: Path, config: BackendConfig, output_names: list[str] | 
         compiled = core.compile_model(str(path), config.device, props)
     except RuntimeError as exc:
         raise BackendError(f"OpenVINO cannot compile {path.name} for {config.device}: {first_line(exc)}") from None
-    return OpenVINOModel(compiled, output_names)
+    return OpenVINOModel(compiled, output_names, OpenVINOSource(path, config.device, props))
 
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BundleError
 from . import warp
-from .backends import BackendConfig, InferenceModel, for_bundle, load_model
+from .backends import BackendConfig, InferenceModel, compose_openvino, for_bundle, load_model
 from .bundle import GRAPH_BY_NAME, MODULATION_NAMES, Bundle
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Renderer:
         self.flow_modulations = _load_graph(bundle, "flow_modulations", config)
         self.flow_head = _load_graph(bundle, "flow_head", config)
         self.translation = _load_graph(bundle, "translation", config)
+        self.flow = self._fused_flow()
         warp.warm_up()  # compile or load the kernel now, not on the first frame
 
     #: The graphs a renderer runs, as attributes of the same names.
@@ -113,7 +114,24 @@ class Renderer:
         other = copy.copy(self)
         for name, model in models.items():
             setattr(other, name, model)
+        if {"flow_modulations", "flow_head"} & set(models):
+            other.flow = other._fused_flow()
         return other
+
+    def _fused_flow(self) -> InferenceModel | None:
+        """flow_modulations and flow_head as one model, where the backend can join them
+        (OpenVINO, ``config.fuse_flow``; see :class:`~iplap.runtime.backends.BackendConfig`),
+        else None: the two graphs run one after the other."""
+        if not self.config.fuse_flow:
+            return None
+        return compose_openvino(self.flow_modulations, self.flow_head, MODULATION_NAMES, "h2",
+                                GRAPH_BY_NAME["flow_head"].output_names)
+
+    def prepare(self, references: References) -> None:
+        """Compile what rendering with ``references`` needs before the first frame (the
+        fused flow model is compiled per number of distinct references)."""
+        if self.flow is not None:
+            self.flow.compiled_for(references.distinct)
 
     def encode_references(self, images: np.ndarray, sketches: np.ndarray, index: np.ndarray | None = None,
                           batch: int = 5) -> References:
@@ -141,10 +159,14 @@ class Renderer:
         seconds = {}
         t0 = time.perf_counter()
         driving = np.ascontiguousarray(np.asarray(target_sketches, np.float32).reshape(1, 15, 128, 128))
-        mods = self.flow_modulations.run({"driving_sketches": driving})
-        t1 = time.perf_counter()
-        head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
-        t2 = time.perf_counter()
+        if self.flow is not None:
+            head = self.flow.run({"driving_sketches": driving, "h2": references.h2_nchw})
+            t1 = t2 = time.perf_counter()
+        else:
+            mods = self.flow_modulations.run({"driving_sketches": driving})
+            t1 = time.perf_counter()
+            head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
+            t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
                                                references.images, references.index,
                                                self.config.threads_per_stream)
@@ -155,6 +177,10 @@ class Renderer:
             "mel": np.ascontiguousarray(np.asarray(mel, np.float32).reshape(1, 1, 80, 16)),
         })
         t4 = time.perf_counter()
-        seconds.update(flow_modulations=t1 - t0, flow_head=t2 - t1, warp=t3 - t2, translation=t4 - t3)
+        if self.flow is not None:
+            seconds.update(flow=t1 - t0)
+        else:
+            seconds.update(flow_modulations=t1 - t0, flow_head=t2 - t1)
+        seconds.update(warp=t3 - t2, translation=t4 - t3)
         return RenderResult(out["generated_face"][0], w_h1, w_h2, w_ref, seconds)
 

@@ -32,6 +32,10 @@ class Frame:
 
 #: The renderer's graphs run once per frame, whose times add up to "renderer graphs" in reports.
 RENDERER_GRAPHS = ("flow_modulations", "flow_head", "translation")
+#: Stages that run several renderer graphs as one model (``BackendConfig.fuse_flow``), and those graphs.
+FUSED_STAGES = {"flow": ("flow_modulations", "flow_head")}
+#: Every stage name under which renderer graphs' time is reported.
+RENDERER_STAGES = (*RENDERER_GRAPHS, *FUSED_STAGES)
 
 
 @dataclass
@@ -50,7 +54,7 @@ class RenderReport:
     def stage_summary(self) -> dict[str, float]:
         """Totals per stage, with the renderer's graphs also summed as "renderer graphs"."""
         summary = dict(self.seconds)
-        summary["renderer graphs"] = sum(self.seconds.get(g, 0.0) for g in RENDERER_GRAPHS)
+        summary["renderer graphs"] = sum(self.seconds.get(g, 0.0) for g in RENDERER_STAGES)
         return summary
 
     @property
@@ -87,4 +91,4 @@ class StageClock:
         return {k: v - before.get(k, 0.0) for k, v in self.totals.items() if v - before.get(k, 0.0) > 0}
 
 
-__all__ = ["Frame", "RENDERER_GRAPHS", "RenderReport", "StageClock"]
+__all__ = ["FUSED_STAGES", "Frame", "RENDERER_GRAPHS", "RENDERER_STAGES", "RenderReport", "StageClock"]

@@ -89,6 +89,7 @@ class StreamSession:
         self._reader = reader  # the face's frames by index, opened on the first render
         self._owns_reader = reader is None
         self._clock_lock = threading.Lock()
+        pipeline.renderer.prepare(avatar.references)  # compile per-avatar models now, not on the first frame
 
     # -- audio in -------------------------------------------------------------------------
     def accept(self, samples) -> None:

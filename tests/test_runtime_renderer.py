@@ -48,7 +48,52 @@ def test_renderer_matches_golden(bundle, backend, streams):
         error = float(np.abs(value - g[name]).max())
         print(f"{backend} streams={streams} {name}: max error {error:.2e}")
         assert error <= TOL[name], name
-    assert set(out.seconds) == {"flow_modulations", "flow_head", "warp", "translation"}
+    flow_stages = {"flow"} if backend == "openvino" else {"flow_modulations", "flow_head"}  # fused on OpenVINO
+    assert set(out.seconds) == flow_stages | {"warp", "translation"}
+
+
+def test_fused_flow_equals_the_two_graphs(bundle):
+    """OpenVINO's fused flow (flow_modulations + flow_head as one model, compiled per
+    number of distinct references) computes what the two graphs compute, for a photo's
+    one reference and for all the golden's; graphs swapped in that are not OpenVINO's own (a
+    recording wrapper) run one after the other again."""
+    from iplap.runtime.backends import ComposedOpenVINOModel
+    from iplap.runtime.renderer import Renderer
+
+    g = golden("renderer")
+    fused = Renderer(bundle, BackendConfig(backend="openvino", threads=2))
+    apart = Renderer(bundle, BackendConfig(backend="openvino", threads=2, fuse_flow=False))
+    assert isinstance(fused.flow, ComposedOpenVINOModel) and apart.flow is None
+    args = (g["face_frame_img"][0, 0], g["target_sketches"][0], g["audio_mels"][0, 0, 0])
+    for rows in ([0], list(range(len(g["ref_N_frame_img"][0])))):
+        images, sketches = g["ref_N_frame_img"][0][rows], g["ref_N_frame_sketch"][0][rows]
+        a, b = (r.render(r.encode_references(images, sketches), *args) for r in (fused, apart))
+        for name in ("face", "wrapped_h1", "wrapped_h2", "wrapped_ref"):
+            error = float(np.abs(getattr(a, name) - getattr(b, name)).max())
+            print(f"{len(rows)} references, {name}: fused against apart {error:.2e}")
+            assert error <= 1e-4, name
+        assert "flow" in a.seconds and "flow_head" in b.seconds
+
+    class Wrapper:
+        def __init__(self, model):
+            self.model, self.input_names, self.output_names = model, model.input_names, model.output_names
+
+        def run(self, feeds):
+            return self.model.run(feeds)
+
+    assert fused.with_models({"flow_head": Wrapper(fused.flow_head)}).flow is None
+    assert fused.with_models({"translation": Wrapper(fused.translation)}).flow is fused.flow
+
+
+def test_fused_flow_needs_the_same_settings(bundle):
+    from iplap.runtime.backends import compose_openvino
+    from iplap.runtime.bundle import MODULATION_NAMES
+
+    f32 = load_model(bundle.graph_file("flow_modulations", "openvino"), BackendConfig(backend="openvino"))
+    bf16 = load_model(bundle.graph_file("flow_head", "openvino"), BackendConfig(backend="openvino", precision="bf16"))
+    assert compose_openvino(f32, bf16, MODULATION_NAMES, "h2") is None
+    ort = load_model(bundle.graph_file("flow_head", "onnxruntime"), BackendConfig())
+    assert compose_openvino(f32, ort, MODULATION_NAMES, "h2") is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
