@@ -83,7 +83,8 @@ class BenchConfig:
     def quick(cls, bundles, out_dir, **kwargs) -> "BenchConfig":
         """A fast grid for smoke tests: N=5, two frames, one repeat, a short ceiling."""
         values = dict(refs=(5,), frames=2, repeats=1, warmup=1, clip_seconds=0.4,
-                      ceiling_config=CeilingConfig(layers=4, repeats=3, warmup=1, calibration_samples=2))
+                      ceiling_config=CeilingConfig(layers=4, repeats=3, warmup=1, calibration_samples=2,
+                                                   window_seconds=0.2, windows=1))
         values.update(kwargs)
         return cls(tuple(bundles), Path(out_dir), **values)
 

@@ -174,16 +174,23 @@ def measure_ceiling_run(backends: tuple[str, ...], threads: tuple[int, ...], dev
 
 def merge_ceilings(runs: list[dict]) -> dict:
     """The faster of several ceiling measurements for each backend, precision and thread
-    count (each entry says when it was measured); the runs themselves under ``runs``."""
+    count (each entry says when it was measured); the burst and the sustained ceiling each
+    from its own best run (``sustained_when``); the runs themselves under ``runs``."""
     good = [r for r in runs if "error" not in r]
     if not good:
         return {"error": "; ".join(r["error"] for r in runs), "runs": runs}
     best: dict[tuple, dict] = {}
+    sustained: dict[tuple, tuple[float, str]] = {}
     for run in good:
         for entry in run["results"]:
             key = (entry["backend"], entry["precision"], entry["threads"])
             if key not in best or entry["gmac_per_s"] > best[key]["gmac_per_s"]:
                 best[key] = {**entry, "when": run["when"]}
+            rate = entry.get("sustained_gmac_per_s")
+            if rate and (key not in sustained or rate > sustained[key][0]):
+                sustained[key] = rate, run["when"]
+    for key, entry in best.items():
+        entry["sustained_gmac_per_s"], entry["sustained_when"] = sustained.get(key, (None, None))
     return {"config": good[0]["config"], "results": list(best.values()), "runs": runs}
 
 

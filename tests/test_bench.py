@@ -126,19 +126,30 @@ def test_graph_share_of_the_ceiling_counts_flow_head_per_reference():
     assert graphs["flow_head"]["gmac_per_s"] == pytest.approx(80.0)
     assert graphs["flow_head"]["share_of_ceiling"] == pytest.approx(0.8)
     assert graphs["translation"]["share_of_ceiling"] == pytest.approx(0.5)
+    assert graphs["flow"]["seconds"] is None  # this row ran the two flow graphs apart
+    fused = dict(row["stages_min"], flow=row["stages_min"]["flow_modulations"] + row["stages_min"]["flow_head"])
+    del fused["flow_modulations"], fused["flow_head"]
+    result = CaseResult(Case(**row["case"]), 2.0, 2.0, 2.0, fused, 2.0, 1.0, 900.0, stages_min=fused, distinct_refs=4)
+    flow = graph_throughput(result, {"flow_modulations": 5.0, "flow_head": 25.0, "translation": 10.0}, ceiling)["flow"]
+    assert flow["gmac"] == 5.0 + 100.0 and flow["seconds"] == pytest.approx(fused["flow"])  # OpenVINO's fused flow
 
 
 def test_the_ceiling_is_the_faster_of_its_measurements():
     from iplap.benchmarks.bench import merge_ceilings
 
-    def entry(precision, rate):
-        return {"backend": "openvino", "precision": precision, "threads": 2, "gmac_per_s": rate}
+    def entry(precision, rate, sustained):
+        return {"backend": "openvino", "precision": precision, "threads": 2, "gmac_per_s": rate,
+                "sustained_gmac_per_s": sustained}
 
-    before = {"when": "before", "config": {"layers": 8}, "results": [entry("fp32", 50.0), entry("int8", 400.0)]}
-    after = {"when": "after", "config": {"layers": 8}, "results": [entry("fp32", 90.0), entry("int8", 300.0)]}
+    before = {"when": "before", "config": {"layers": 8},
+              "results": [entry("fp32", 50.0, 40.0), entry("int8", 400.0, 150.0)]}
+    after = {"when": "after", "config": {"layers": 8},
+             "results": [entry("fp32", 90.0, 30.0), entry("int8", 300.0, 200.0)]}
     merged = merge_ceilings([before, after])
-    assert {(e["precision"], e["gmac_per_s"], e["when"]) for e in merged["results"]} == {
-        ("fp32", 90.0, "after"), ("int8", 400.0, "before")}
+    # burst and sustained each from its own best measurement
+    assert {(e["precision"], e["gmac_per_s"], e["when"], e["sustained_gmac_per_s"], e["sustained_when"])
+            for e in merged["results"]} == {("fp32", 90.0, "after", 40.0, "before"),
+                                            ("int8", 400.0, "before", 200.0, "after")}
     assert merge_ceilings([{"when": "before", "error": "no nncf"}, after])["results"][0]["when"] == "after"
     assert "error" in merge_ceilings([{"when": "before", "error": "no nncf"}])
 
