@@ -378,7 +378,7 @@ def _try_float_hint(config: CalibrateConfig, source: Bundle, result: BackendResu
     elif loss > MAX_FLOAT_HINT_LOSS_DB:
         record["because"] = f"face PSNR {loss:.2f} dB below f32's (at most {MAX_FLOAT_HINT_LOSS_DB:g})"
     else:
-        record.update(kept=True, because=f"passes the gate; face PSNR {loss:+.2f} dB against f32's" if loss > 0
+        record.update(kept=True, because=f"passes the gate; face PSNR {-loss:+.2f} dB against f32's" if loss > 0
                       else "passes the gate; face PSNR no lower than f32's")
         result.metrics, result.executed_precision = metrics, executed
         for graph, variant in result.variants.items():

@@ -254,7 +254,8 @@ def _work_folder(parent: Path) -> tuple[Path, int]:
 def create_app(config: ServeConfig, pipeline: Pipeline | None = None) -> web.Application:
     """The aiohttp application for ``config`` (the pipeline is made from the bundle unless given)."""
     if pipeline is None:
-        backend = BackendConfig(config.backend, device=config.device, threads=config.render_threads)
+        backend = BackendConfig(config.backend, device=config.device, threads=config.render_threads,
+                                streams=config.streams)
         pipeline = Pipeline(config.bundle, PipelineConfig(backend=backend, refs=config.refs))
     # Other bodies than uploads are small JSON; uploads are streamed, with their own limit.
     app = web.Application(middlewares=[errors_middleware, Guard(config).middleware], client_max_size=2**20)

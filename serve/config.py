@@ -59,6 +59,9 @@ class ServeConfig:
     backend: str = setting(BACKENDS[0], "inference backend", choices=BACKENDS)
     device: str = setting("CPU", "OpenVINO device")
     threads: int = setting(0, "inference threads per render (0: the cores shared out between the render slots)")
+    streams: int = setting(1, "renders in flight per render slot: a continuous live session keeps this many frames "
+                              "rendering at once, each with threads / streams of the threads (iplap bench --live "
+                              "--live-workers 1,2 says whether it pays on this machine)")
     max_live_seconds: float = setting(600.0, "most speech one live session may send, s")
     live_queue_s: float = setting(60.0, "most speech a continuous live session may have waiting to play, s; a "
                                          "chunk beyond it ends the session with a 413 error")
@@ -84,6 +87,7 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise IplapError(f"port must be between 0 and 65535, got {self.port}")
         for name, low in (("max_sessions", 1), ("max_queue", 0), ("live_pending_frames", 1), ("keep_jobs", 1),
+                          ("streams", 1),
                           ("max_face_frames", 1), ("max_face_pixels", 1)):
             if getattr(self, name) < low:
                 raise IplapError(f"{name} must be at least {low}, got {getattr(self, name)}")

@@ -418,3 +418,9 @@ def test_readme_lists_every_route():
     readme = (ROOT / "README.md").read_text()
     for method, path, _ in API:
         assert f"| `{method}` | `{path}` |" in readme, (method, path)
+
+
+def test_streams_must_be_a_whole_number_of_renders(bundle_dir):
+    out = subprocess.run([sys.executable, "-m", "iplap", "serve", "--bundle", str(bundle_dir), "--streams", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "streams must be at least 1" in out.stderr and "Traceback" not in out.stderr

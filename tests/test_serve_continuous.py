@@ -27,9 +27,10 @@ START = {"type": "start", "sample_rate": 16000, "channels": 1, "format": "f32le"
 
 @pytest.fixture(scope="module")
 def strict(bundle_dir, tmp_path_factory):
-    """A server with small limits: 2 s idle, 7 s per live session, 3 s of queued speech."""
+    """A server with small limits: 2 s idle, 7 s per live session, 3 s of queued speech;
+    two renders in flight per session (``--streams 2``: the same frames, rendered two at a time)."""
     srv = start_server(bundle_dir, tmp_path_factory.mktemp("continuous-avatars"), "--idle-timeout-s", str(IDLE_S),
-                       "--live-timeout-s", str(LIVE_S), "--live-queue-s", str(QUEUE_S))
+                       "--live-timeout-s", str(LIVE_S), "--live-queue-s", str(QUEUE_S), "--streams", "2")
     yield srv
     srv.stop()
 
