@@ -8,6 +8,9 @@ an int8 convolution shows as ``QLinearConv`` on onnxruntime and as a convolution
 Inputs are random in each input's documented range: the time depends on the shapes, not
 on the values.
 
+``--graph flow`` profiles OpenVINO's fused flow (flow_modulations and flow_head composed
+into one model, as the runtime runs them there; ``BackendConfig.fuse_flow``), OpenVINO only.
+
 Usage::
 
     python -m iplap.benchmarks.profile_graph --bundle B [--bundle B2] --graph flow_head [--refs 25]
@@ -30,13 +33,19 @@ import numpy as np
 from ..runtime.constants import DEFAULT_REFS
 
 
+FUSED = "flow"  # OpenVINO's fused flow_modulations + flow_head
+
+
 def random_inputs(graph: str, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs of ``graph`` with ``batch`` for its dynamic axis, uniform in each input's range."""
-    from ..runtime.bundle import GRAPH_BY_NAME
+    from ..runtime.bundle import GRAPH_BY_NAME, MODULATION_NAMES
 
     rng = np.random.default_rng(seed)
     feeds = {}
-    for spec in GRAPH_BY_NAME[graph].inputs:
+    specs = GRAPH_BY_NAME[graph].inputs if graph != FUSED else (
+        *GRAPH_BY_NAME["flow_modulations"].inputs,
+        *(s for s in GRAPH_BY_NAME["flow_head"].inputs if s.name not in MODULATION_NAMES))
+    for spec in specs:
         shape = tuple(batch if d == "batch" else d for d in spec.shape)
         low, high = spec.value_range
         feeds[spec.name] = rng.uniform(low, high, shape).astype(np.float32)
@@ -78,12 +87,19 @@ class _OrtProfiled:
 class _OvProfiled:
     """An OpenVINO compiled model with the runtime's settings and performance counts on."""
 
-    def __init__(self, path: Path, threads: int, precision: str | None):
-        from ..runtime.backends import BackendConfig, openvino_core, openvino_properties
+    def __init__(self, path: Path | tuple[Path, Path], threads: int, precision: str | None, batch: int = 1):
+        from ..runtime.backends import (BackendConfig, ComposedOpenVINOModel, OpenVINOSource, openvino_core,
+                                        openvino_properties)
+        from ..runtime.bundle import MODULATION_NAMES
 
         props = {**openvino_properties(BackendConfig("openvino", threads=threads, precision=precision)),
                  "PERF_COUNT": True}
-        self.request = openvino_core().compile_model(str(path), "CPU", props).create_infer_request()
+        if isinstance(path, tuple):  # the fused flow, compiled for this batch as the runtime does
+            first, second = (OpenVINOSource(p, "CPU", props) for p in path)
+            compiled, _ = ComposedOpenVINOModel(first, second, MODULATION_NAMES, "h2").compiled_for(batch)
+        else:
+            compiled = openvino_core().compile_model(str(path), "CPU", props)
+        self.request = compiled.create_infer_request()
         self.totals: dict[str, float] = collections.Counter()
 
     def run(self, feeds):
@@ -108,6 +124,12 @@ def profile(bundles: list[Path], graph: str, backends: list[str], batch: int, th
             models = {}
             for root in bundles:
                 bundle = Bundle.load(root)
+                if graph == FUSED:
+                    if backend != "openvino":
+                        raise SystemExit("--graph flow is OpenVINO's fused flow: use --backends openvino")
+                    path = (bundle.graph_file("flow_modulations", "openvino"), bundle.graph_file("flow_head", "openvino"))
+                    models[root.name] = _OvProfiled(path, threads, bundle.openvino_hint("flow_head"), batch)
+                    continue
                 path = bundle.graph_file(graph, backend)
                 models[root.name] = (_OrtProfiled(path, threads, Path(tmp)) if backend == "onnxruntime"
                                      else _OvProfiled(path, threads, bundle.openvino_hint(graph)))
@@ -139,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..runtime.bundle import GRAPH_BY_NAME
 
-    batch = args.refs if GRAPH_BY_NAME[args.graph].inputs[0].shape[0] == "batch" else 1
+    per_reference = args.graph == FUSED or GRAPH_BY_NAME[args.graph].inputs[0].shape[0] == "batch"
+    batch = args.refs if per_reference else 1
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     results = profile(args.bundle, args.graph, backends, batch, args.threads, args.runs)
     print(f"\n{args.graph}, batch {batch}, {args.threads} threads, median of {args.runs} calls\n")
