@@ -49,16 +49,17 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
     assert "live, photo:" in printed and "live, video:" in printed
 
 
-def _result(avatar, fps, psnr=None, identical=False, label=None, backend="openvino"):
+def _result(avatar, fps, psnr=None, identical=False, label=None, backend="openvino", best=None):
     case = LiveCase("b", "int8", backend, "CPU", 2, avatar, 5)
-    return {"label": label or f"{avatar} {fps}", "case": case.__dict__, "error": None, "fps_best": fps,
-            "psnr_vs_reference": psnr, "identical_to_reference": identical}
+    return {"label": label or f"{avatar} {fps}", "case": case.__dict__, "error": None, "fps_best": best or fps,
+            "fps_median": fps, "psnr_vs_reference": psnr, "identical_to_reference": identical}
 
 
 def test_live_choice_is_the_most_accurate_that_sustains_25_fps_else_the_fastest():
     results = [_result("photo", 30.0, 40.0, label="fast"), _result("photo", 26.0, 45.0, label="accurate"),
                _result("photo", 10.0, identical=True, label="exact"),
-               _result("video", 8.0, 40.0, label="quicker"), _result("video", 3.0, identical=True, label="slow")]
+               _result("video", 8.0, 40.0, label="quicker"), _result("video", 3.0, identical=True, label="slow"),
+               _result("video", 4.0, 40.0, label="lucky round", best=30.0)]  # judged on its median frames
     choice = live_choice(results)
     assert choice["photo"]["label"] == "accurate" and choice["photo"]["sustains"] and choice["photo"]["k"] == 1
     video = choice["video"]

@@ -181,3 +181,24 @@ def test_bundle_precision_hint_is_used_unless_the_caller_chooses():
     assert for_bundle(ov, None).precision is None  # -> f32 in the properties
     assert for_bundle(BackendConfig(backend="openvino", precision="f32"), "bf16").precision == "f32"
     assert for_bundle(BackendConfig(backend="onnxruntime"), "bf16").precision is None
+
+
+def test_fused_flow_keeps_a_bounded_number_of_batches(bundle):
+    """One compiled model per number of distinct references, the oldest dropped beyond
+    COMPOSED_BATCHES_KEPT; a dropped batch compiles again when it comes back, with the
+    same result, and each thread gets requests of the kept batches only."""
+    from iplap.runtime.backends import COMPOSED_BATCHES_KEPT
+    from iplap.runtime.renderer import Renderer
+
+    flow = Renderer(bundle, BackendConfig(backend="openvino", threads=1)).flow
+    rng = np.random.default_rng(0)
+    driving = rng.uniform(0, 0.8, (1, 15, 128, 128)).astype(np.float32)
+    h2 = rng.standard_normal((COMPOSED_BATCHES_KEPT + 1, 256, 64, 64)).astype(np.float32)
+    first = flow.run({"driving_sketches": driving, "h2": h2[:1]})["flow"]
+    for batch in range(2, COMPOSED_BATCHES_KEPT + 2):
+        out = flow.run({"driving_sketches": driving, "h2": h2[:batch]})
+        assert out["flow"].shape == (batch, 2, 128, 128) and out["weight"].shape == (batch, 1, 128, 128)
+    assert sorted(flow._compiled) == list(range(2, COMPOSED_BATCHES_KEPT + 2))
+    again = flow.run({"driving_sketches": driving, "h2": h2[:1]})["flow"]
+    assert np.array_equal(again, first) and 1 in flow._compiled and len(flow._compiled) == COMPOSED_BATCHES_KEPT
+    assert set(flow._local.requests) <= set(flow._compiled)
