@@ -151,15 +151,19 @@ class CeilingResult:
 
 
 def measure_ceiling(backends: tuple[str, ...], threads: tuple[int, ...], device: str = "CPU",
-                    config: CeilingConfig | None = None) -> list[CeilingResult]:
-    """Time the stack for every backend, precision and thread count (interleaved)."""
+                    config: CeilingConfig | None = None, files: dict[tuple[str, str], Path] | None = None,
+                    precisions: tuple[str, ...] = PRECISIONS) -> list[CeilingResult]:
+    """Time the stack for every backend, precision and thread count (interleaved).
+
+    ``files``: the models of :func:`build_models`, made once for several measurements (a
+    benchmark measures the ceiling between its configurations too); made here if not given."""
     from ..runtime.backends import BackendConfig, load_model
 
     config = config or CeilingConfig()
     x = np.random.default_rng(2).random((config.batch, config.channels, config.size, config.size), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="iplap-ceiling-") as tmp:
-        files = build_models(Path(tmp), config)
-        keys = [(b, p, t) for b in backends for p in PRECISIONS for t in threads]
+        files = files or build_models(Path(tmp), config)
+        keys = [(b, p, t) for b in backends for p in precisions for t in threads]
         models = {}
         for backend, precision, t in keys:
             backend_config = BackendConfig(backend, device=device if backend == "openvino" else "CPU", threads=t,

@@ -32,6 +32,7 @@ Outputs ``live.json`` and ``live.md`` in the output folder.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -344,7 +345,8 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from ..runtime.bundle import Bundle
-    from .measure import has_calibrate_extra, in_process, machine_info, measure_ceiling_run, merge_ceilings
+    from .measure import (build_ceiling_models, has_calibrate_extra, in_process, machine_info, measure_ceiling_run,
+                          merge_ceilings)
     from .scoring import graph_gmac, json_default
 
     if not config.bundles:
@@ -357,19 +359,31 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
                file=sys.stderr, disable=not show_progress)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     ceiling_runs = []
+    files: dict[str, str] | None = None
+    # After each round, its own ceiling (backend, precision, threads): a burst and one window,
+    # so that the ceiling is sampled through the same phases of the host as the rounds.
+    between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows)))
 
-    def ceiling(when: str) -> None:
-        bar.set_postfix_str(f"convolution ceiling, {when} the grid")
-        ceiling_runs.append({"when": when, **in_process(measure_ceiling_run, config.backends, config.threads,
-                                                        config.device, asdict(config.ceiling_config))})
-        bar.update()
+    def ceiling(when: str, case: LiveCase | None = None) -> None:
+        if case is None:
+            bar.set_postfix_str(f"convolution ceiling, {when} the grid")
+            run = in_process(measure_ceiling_run, config.backends, config.threads, config.device,
+                             asdict(config.ceiling_config), files)
+        else:
+            run = in_process(measure_ceiling_run, (case.backend,), (case.threads,), case.device, between, files,
+                             (case.ceiling_precision,))
+        ceiling_runs.append({"when": when, **run})
+        bar.update(case is None)
 
-    if measures_ceiling:
-        ceiling("before")
     reference = next((p for p, b in bundles.items() if b.precision == "fp32"), next(iter(bundles)))
     gmac = graph_gmac(bundles[reference]) if macs_ok else None
     rounds: dict[int, list[dict]] = {k: [] for k in range(len(cases))}
     with tempfile.TemporaryDirectory(prefix="iplap-live-bench-") as tmp:
+        if measures_ceiling:
+            bar.set_postfix_str("convolution ceiling: its models")
+            built = in_process(build_ceiling_models, str(Path(tmp) / "ceiling"), asdict(config.ceiling_config))
+            files = None if "error" in built else built
+            ceiling("before")
         faces = live_inputs(Path(tmp), config.clip_seconds)
         outputs = {k: str(Path(tmp) / f"case{k}.npz") for k in range(len(cases))}
         for round_ in range(config.repeats):
@@ -378,6 +392,8 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
                 rounds[k].append(in_process(measure_live_round, asdict(case), faces[case.avatar], config.frames,
                                             config.realtime_seconds, outputs[k] if round_ == 0 else
                                             str(Path(tmp) / "again.npz")))
+                if measures_ceiling and files:
+                    ceiling(f"between (round {round_ + 1}, {case.label})", case)
                 bar.update()
         if measures_ceiling:
             ceiling("after")
@@ -515,8 +531,8 @@ def live_markdown(report: dict) -> str:
               f"onnxruntime {m['packages'].get('onnxruntime')}, openvino {m['packages'].get('openvino')}.\n",
               "**fps**: pictures per second of a live turn rendered without a clock, every stage included, from "
               "the fastest round (median over all frames in brackets). **ceiling fps**: the renderer graphs' "
-              "GMAC per frame over the convolution ceiling of the same backend, precision and threads, before or "
-              "after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
+              "GMAC per frame over the convolution ceiling of the same backend, precision and threads, the best "
+              "of its measurements before the grid, after each round and after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
               "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **latency**: first sample pushed to "
               "first speaking frame on the wall clock (best round). **on the clock**: pictures rendered per second "
               "of a turn played in real time, the session's k and real-time factor. **interrupt**: interrupt() to "
@@ -546,8 +562,9 @@ def live_markdown(report: dict) -> str:
     else:
         lines += ["\n## The ceiling\n", f"{ceiling['config']['stack']}, {ceiling['config']['gmac']:.2f} GMAC per "
                   f"run, quantized as the bundles are. Burst: the fastest of {ceiling['config']['repeats']} runs. "
-                  f"Sustained: the best of {ceiling['config'].get('windows', 0)} windows of "
-                  f"{ceiling['config'].get('window_seconds', 0):g} s of runs back to back. On a shared host the two "
+                  f"Sustained: the best window of {ceiling['config'].get('window_seconds', 0):g} s of runs back to "
+                  f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and one "
+                  "of the round's own configuration after every round). On a shared host the two "
                   "differ by up to 3x: single runs that fall in a fast phase of the host set the burst figure, which "
                   "no stream lasting seconds keeps up.\n",
                   "| backend | precision | threads | GMAC/s burst | measured | GMAC/s sustained | measured |",

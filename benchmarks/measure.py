@@ -160,16 +160,28 @@ def machine_info() -> dict:
     return info
 
 
-def measure_ceiling_run(backends: tuple[str, ...], threads: tuple[int, ...], device: str, ceiling_config: dict) -> dict:
-    """The ceiling (in its own process): {"config": ..., "results": [...]}."""
-    from .ceiling import CeilingConfig, measure_ceiling
+def measure_ceiling_run(backends: tuple[str, ...], threads: tuple[int, ...], device: str, ceiling_config: dict,
+                        files: dict[str, str] | None = None, precisions: tuple[str, ...] | None = None) -> dict:
+    """The ceiling (in its own process): {"config": ..., "results": [...]}. ``files``: the
+    stack's models by "backend precision" (:func:`build_ceiling_models`), else made here."""
+    from .ceiling import PRECISIONS, CeilingConfig, measure_ceiling
 
     config = CeilingConfig(**ceiling_config)
-    results = measure_ceiling(tuple(backends), tuple(threads), device, config)
+    models = {tuple(k.split()): Path(v) for k, v in files.items()} if files else None
+    results = measure_ceiling(tuple(backends), tuple(threads), device, config, models, tuple(precisions or PRECISIONS))
     return {"config": {**ceiling_config, "gmac": config.gmac,
                        "stack": f"{config.layers} x Conv 3x3 {config.channels}->{config.channels} + ReLU at "
                                 f"{config.size}x{config.size}, batch 1"},
             "results": [r.to_dict() for r in results]}
+
+
+def build_ceiling_models(folder: str, ceiling_config: dict) -> dict[str, str]:
+    """The ceiling stack's models, made once (in its own process: it needs nncf), by
+    "backend precision"; for :func:`measure_ceiling_run`."""
+    from .ceiling import CeilingConfig, build_models
+
+    files = build_models(Path(folder), CeilingConfig(**ceiling_config))
+    return {f"{b} {p}": str(path) for (b, p), path in files.items()}
 
 
 def merge_ceilings(runs: list[dict]) -> dict:

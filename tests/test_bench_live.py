@@ -38,6 +38,8 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert rt["k"] >= 1 and rt["real_time_factor"] > 0 and rt["speaking_frames"] > 0
     assert results[0]["distinct_refs"] == 1  # a photo: one distinct reference, whatever N
     assert set(report["choice"]) == {"photo", "video"}
+    whens = [run["when"] for run in report["ceiling"]["runs"]]  # before, after each round, after
+    assert whens[0] == "before" and whens[-1] == "after" and sum(w.startswith("between") for w in whens) == 2
     for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 2 s
         print(f"\nsoak {avatar}: {soak}")
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
