@@ -53,9 +53,10 @@ class CeilingConfig:
             ``windows`` times per configuration (taking turns window by window); the best
             window's rate. A shared host has fast and slow phases: one run of the stack
             (10-30 ms) can fall in a fast one that no stream lasting seconds sees
-            throughout (measured on a Xeon with AMX: best single int8 run 2167 GMAC/s, best
-            2 s window 957, median run 731), so a live stream, timed over rounds of
-            seconds, is compared with windows as long (0: no sustained ceiling).
+            throughout (docs/bench/live_grid.json, a Xeon with AMX, OpenVINO int8:
+            fastest run 1741 GMAC/s, median run 771, best 2 s window 856), so a live
+            stream, timed over rounds of seconds, is compared with windows as long (0: no
+            sustained ceiling).
         calibration_samples: random inputs the int8 ranges are calibrated on.
     """
 

@@ -214,7 +214,7 @@ def _case_pipeline(case: dict):
 
     backend = BackendConfig(backend=case["backend"], device=case["device"], threads=case["threads"],
                             precision=case["hint"] if case["backend"] == "openvino" else None,
-                            streams=case["workers"], fuse_flow=case.get("fuse_flow", True))
+                            streams=case["workers"], fuse_flow=case["fuse_flow"])
     return Pipeline(case["bundle"], PipelineConfig(backend=backend, refs=case["refs"]))
 
 
@@ -565,7 +565,7 @@ def live_markdown(report: dict) -> str:
                   f"Sustained: the best window of {ceiling['config'].get('window_seconds', 0):g} s of runs back to "
                   f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and one "
                   "of the round's own configuration after every round). On a shared host the two "
-                  "differ by up to 3x: single runs that fall in a fast phase of the host set the burst figure, which "
+                  "can differ by 2x: single runs that fall in a fast phase of the host set the burst figure, which "
                   "no stream lasting seconds keeps up.\n",
                   "| backend | precision | threads | GMAC/s burst | measured | GMAC/s sustained | measured |",
                   "|---|---|---|---|---|---|---|"]

@@ -161,12 +161,13 @@ class Renderer:
         driving = np.ascontiguousarray(np.asarray(target_sketches, np.float32).reshape(1, 15, 128, 128))
         if self.flow is not None:
             head = self.flow.run({"driving_sketches": driving, "h2": references.h2_nchw})
-            t1 = t2 = time.perf_counter()
+            seconds["flow"] = time.perf_counter() - t0
         else:
             mods = self.flow_modulations.run({"driving_sketches": driving})
             t1 = time.perf_counter()
             head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
-            t2 = time.perf_counter()
+            seconds.update(flow_modulations=t1 - t0, flow_head=time.perf_counter() - t1)
+        t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
                                                references.images, references.index,
                                                self.config.threads_per_stream)
@@ -177,10 +178,6 @@ class Renderer:
             "mel": np.ascontiguousarray(np.asarray(mel, np.float32).reshape(1, 1, 80, 16)),
         })
         t4 = time.perf_counter()
-        if self.flow is not None:
-            seconds.update(flow=t1 - t0)
-        else:
-            seconds.update(flow_modulations=t1 - t0, flow_head=t2 - t1)
         seconds.update(warp=t3 - t2, translation=t4 - t3)
         return RenderResult(out["generated_face"][0], w_h1, w_h2, w_ref, seconds)
 
