@@ -360,8 +360,9 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
     config.out_dir.mkdir(parents=True, exist_ok=True)
     ceiling_runs = []
     files: dict[str, str] | None = None
-    # After each round, its own ceiling (backend, precision, threads): a burst and one window,
-    # so that the ceiling is sampled through the same phases of the host as the rounds.
+    # Right before and right after each round, its own ceiling (backend, precision, threads):
+    # a burst and one window, so that the ceiling is sampled through the same phases of the
+    # host as the rounds, and each round has a share of what the machine did at the time.
     between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows)))
 
     def ceiling(when: str, case: LiveCase | None = None) -> None:
@@ -389,11 +390,17 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
         for round_ in range(config.repeats):
             for k, case in enumerate(cases):
                 bar.set_postfix_str(f"{case.label} (round {round_ + 1}/{config.repeats})")
+                beside = []
+                if measures_ceiling and files:
+                    ceiling(f"ahead of (round {round_ + 1}, {case.label})", case)
+                    beside.append(ceiling_runs[-1])
                 rounds[k].append(in_process(measure_live_round, asdict(case), faces[case.avatar], config.frames,
                                             config.realtime_seconds, outputs[k] if round_ == 0 else
                                             str(Path(tmp) / "again.npz")))
                 if measures_ceiling and files:
                     ceiling(f"between (round {round_ + 1}, {case.label})", case)
+                    beside.append(ceiling_runs[-1])
+                rounds[k][-1]["ceiling_beside"] = [ceiling_entry(run, case) for run in beside]
                 bar.update()
         if measures_ceiling:
             ceiling("after")
@@ -449,15 +456,36 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     )
     per_frame = frame_gmac(gmac, out["distinct_refs"])
     out["gmac_per_frame"] = per_frame
-    entry = None if isinstance(ceiling, Skipped) or "error" in ceiling else next(
-        (e for e in ceiling["results"] if e["backend"] == case.backend
-         and e["precision"] == case.ceiling_precision and e["threads"] == case.threads), None)
+    entry = ceiling_entry(ceiling, case)
     for suffix, key in (("", "gmac_per_s"), ("_sustained", "sustained_gmac_per_s")):
         peak = entry.get(key) if entry else None
         fps = peak / per_frame if peak and per_frame else None
         out["ceiling_fps" + suffix] = fps
         out["share_of_ceiling" + suffix] = out["fps_best"] / fps if fps and out["fps_best"] else None
+    out["rounds"] = [_same_phase(r, per_frame) for r in rounds if r["frame_seconds"]]
+    shares = [r["share"] for r in out["rounds"] if r["share"] is not None]
+    out["share_same_phase"] = statistics.median(shares) if shares else None
+    out["share_same_phase_best"] = max(shares) if shares else None
     return out
+
+
+def ceiling_entry(ceiling, case: LiveCase) -> dict | None:
+    """The entry of a ceiling measurement (one run, or merged) for ``case``'s backend,
+    precision and threads; None where it has none (skipped, failed, not measured)."""
+    if isinstance(ceiling, Skipped) or not isinstance(ceiling, dict) or "error" in ceiling:
+        return None
+    return next((e for e in ceiling.get("results", []) if e["backend"] == case.backend
+                 and e["precision"] == case.ceiling_precision and e["threads"] == case.threads), None)
+
+
+def _same_phase(round_: dict, per_frame: float | None) -> dict:
+    """One round against the ceiling measured right before and right after it (its own
+    configuration's sustained window, the faster of the two): on a host whose speed moves
+    by 2-3x between phases, the share of what the machine did at the time."""
+    fps = 1 / statistics.median(round_["frame_seconds"])
+    rates = [e["sustained_gmac_per_s"] for e in round_.get("ceiling_beside", []) if e and e.get("sustained_gmac_per_s")]
+    ceiling_fps = max(rates) / per_frame if rates and per_frame else None
+    return {"fps": fps, "ceiling_fps": ceiling_fps, "share": fps / ceiling_fps if ceiling_fps else None}
 
 
 def _score(cases: list[LiveCase], results: list[dict], outputs: dict[int, str]) -> None:
@@ -532,18 +560,21 @@ def live_markdown(report: dict) -> str:
               "**fps**: pictures per second of a live turn rendered without a clock, every stage included, from "
               "the fastest round (median over all frames in brackets). **ceiling fps**: the renderer graphs' "
               "GMAC per frame over the convolution ceiling of the same backend, precision and threads, the best "
-              "of its measurements before the grid, after each round and after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
-              "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **latency**: first sample pushed to "
+              "of its measurements before the grid, around each round and after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
+              "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **same phase**: each round's "
+              "fps against its own configuration's sustained ceiling measured right before and right after it (the "
+              "faster of the two): median over the rounds (best round in brackets), the share of what the machine "
+              "did at the time, which the host's phases move far less. **latency**: first sample pushed to "
               "first speaking frame on the wall clock (best round). **on the clock**: pictures rendered per second "
               "of a turn played in real time, the session's k and real-time factor. **interrupt**: interrupt() to "
               "the first idle frame. **PSNR**: worst speaking frame's face region against the reference "
               "configuration.\n",
               "| configuration | U | GMAC/frame | fps | ceiling fps: burst / sustained | share: burst / sustained | "
-              "latency s | on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "same phase | latency s | on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if r["error"]:
-            lines.append(f"| {r['label']} | failed: {r['error']} ||||||||||")
+            lines.append(f"| {r['label']} | failed: {r['error']} |||||||||||")
             continue
         rt = r["realtime"]
         psnr = "reference" if r.get("reference") == r["label"] else (
@@ -552,8 +583,8 @@ def live_markdown(report: dict) -> str:
             f"| {r['label']} | {r['distinct_refs']} | {_fmt(r['gmac_per_frame'], '.1f')} | {_fmt(r['fps_best'], '.2f')} "
             f"({_fmt(r['fps_median'], '.2f')}) | {_fmt(r['ceiling_fps'], '.2f')} / "
             f"{_fmt(r.get('ceiling_fps_sustained'), '.2f')} | {_fmt(r['share_of_ceiling'], '.0%')} / "
-            f"{_fmt(r.get('share_of_ceiling_sustained'), '.0%')} | "
-            f"{_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
+            f"{_fmt(r.get('share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('share_same_phase'), '.0%')} "
+            f"({_fmt(r.get('share_same_phase_best'), '.0%')}) | {_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
             f"{_fmt(r['interrupt_s'] * 1e3 if r['interrupt_s'] is not None else None, '.0f')} | {psnr} | "
             f"{_fmt(r['peak_rss_mb'], '.0f')} |")
     ceiling = report["ceiling"]
@@ -564,7 +595,7 @@ def live_markdown(report: dict) -> str:
                   f"run, quantized as the bundles are. Burst: the fastest of {ceiling['config']['repeats']} runs. "
                   f"Sustained: the best window of {ceiling['config'].get('window_seconds', 0):g} s of runs back to "
                   f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and one "
-                  "of the round's own configuration after every round). On a shared host the two "
+                  "of the round's own configuration right before and right after every round). On a shared host the two "
                   "can differ by 2x: single runs that fall in a fast phase of the host set the burst figure, which "
                   "no stream lasting seconds keeps up.\n",
                   "| backend | precision | threads | GMAC/s burst | measured | GMAC/s sustained | measured |",
@@ -603,5 +634,5 @@ def live_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["LIVE_REFS", "LiveBenchConfig", "LiveCase", "frame_gmac", "live_cases", "live_choice", "live_markdown",
+__all__ = ["LIVE_REFS", "LiveBenchConfig", "LiveCase", "ceiling_entry", "frame_gmac", "live_cases", "live_choice", "live_markdown",
            "measure_live_round", "pool_live", "reference_case", "run_live_bench", "soak_live"]

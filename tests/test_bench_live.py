@@ -31,6 +31,10 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert r["ceiling_fps"] > 0 and r["share_of_ceiling"] == pytest.approx(r["fps_best"] / r["ceiling_fps"])
         assert 0 < r["ceiling_fps_sustained"] and r["share_of_ceiling_sustained"] == pytest.approx(
             r["fps_best"] / r["ceiling_fps_sustained"])
+        (one,) = r["rounds"]  # one round, measured against the ceiling right before and after it
+        assert one["ceiling_fps"] > 0 and one["share"] == pytest.approx(one["fps"] / one["ceiling_fps"])
+        assert r["share_same_phase"] == r["share_same_phase_best"] == one["share"]
+        assert one["ceiling_fps"] <= r["ceiling_fps_sustained"] * (1 + 1e-9)  # the merged one is the best of all
         assert 0 < r["latency_s"] < 60
         assert r["interrupt_s"] is not None and r["interrupt_s"] < 0.2  # the next frame (and a busy machine)
         assert r["reference"] == r["label"] and r["identical_to_reference"]  # fp32 onnxruntime is the reference
@@ -38,8 +42,9 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert rt["k"] >= 1 and rt["real_time_factor"] > 0 and rt["speaking_frames"] > 0
     assert results[0]["distinct_refs"] == 1  # a photo: one distinct reference, whatever N
     assert set(report["choice"]) == {"photo", "video"}
-    whens = [run["when"] for run in report["ceiling"]["runs"]]  # before, after each round, after
+    whens = [run["when"] for run in report["ceiling"]["runs"]]  # before, around each round, after
     assert whens[0] == "before" and whens[-1] == "after" and sum(w.startswith("between") for w in whens) == 2
+    assert [w.split(" (")[0] for w in whens[1:-1]] == ["ahead of", "between"] * 2
     for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 2 s
         print(f"\nsoak {avatar}: {soak}")
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
@@ -69,7 +74,7 @@ def test_live_choice_is_the_most_accurate_that_sustains_25_fps_else_the_fastest(
     assert video["k"] == 4 and video["picture_rate"] == pytest.approx(25 / 4)  # ceil(25 / 8)
 
 
-def test_pooled_rates_are_best_round_against_the_ceiling():
+def test_pooled_rates_are_best_round_against_the_ceiling_and_each_round_against_its_own():
     case = LiveCase("b", "int8", "openvino", "CPU", 2, "video", 5)
     rounds = [{"frame_seconds": [0.2, 0.25, 0.2], "latency_s": 0.5, "interrupt_s": 0.03, "prepare_seconds": 1.0,
                "peak_rss_mb": 900.0, "distinct_refs": 5,
@@ -80,8 +85,19 @@ def test_pooled_rates_are_best_round_against_the_ceiling():
     gmac = {"flow_modulations": 30.0, "flow_head": 10.0, "translation": 50.0}
     ceiling = {"results": [{"backend": "openvino", "precision": "int8", "threads": 2, "gmac_per_s": 1300.0,
                             "sustained_gmac_per_s": 650.0}]}
+    # The ceiling measured right before and right after each round: the faster window counts.
+    beside = ({"backend": "openvino", "precision": "int8", "threads": 2, "gmac_per_s": 900.0,
+               "sustained_gmac_per_s": 260.0}, None)
+    rounds[0]["ceiling_beside"] = list(beside)
+    rounds[1]["ceiling_beside"] = [{**beside[0], "sustained_gmac_per_s": 520.0},
+                                   {**beside[0], "sustained_gmac_per_s": 650.0}]
     r = pool_live(case, rounds, gmac, ceiling)
     assert r["gmac_per_frame"] == 30 + 5 * 10 + 50
+    assert [x["ceiling_fps"] for x in r["rounds"]] == pytest.approx([2.0, 5.0])  # 260 / 130, 650 / 130
+    assert [x["share"] for x in r["rounds"]] == pytest.approx([2.5, 2.0])  # 5 / 2 fps, 10 / 5 fps
+    assert r["share_same_phase"] == pytest.approx(2.25) and r["share_same_phase_best"] == pytest.approx(2.5)
+    rounds[0]["ceiling_beside"] = [None, None]  # not measured (failed): no share for that round
+    assert pool_live(case, rounds, gmac, ceiling)["share_same_phase"] == pytest.approx(2.0)
     assert r["fps_best"] == pytest.approx(10.0)  # the faster round's median frame
     assert r["ceiling_fps"] == pytest.approx(1300 / 130) and r["share_of_ceiling"] == pytest.approx(1.0)
     assert r["ceiling_fps_sustained"] == pytest.approx(5.0) and r["share_of_ceiling_sustained"] == pytest.approx(2.0)
