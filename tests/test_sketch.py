@@ -57,3 +57,35 @@ def test_batch_layout():
     batch = draw_sketches(g["landmarks"][:2], g["crop_hw"][:2])
     assert batch.shape == (2, 3, 128, 128) and batch.dtype == np.float32
     assert np.allclose(batch[1].transpose(1, 2, 0), g["sketch"][1] / 255, atol=1e-6)
+
+
+def _per_line_sketch(landmarks, h, w):
+    """The original's drawing, line by line on a three-channel float64 canvas."""
+    import cv2
+
+    from iplap.runtime.sketch import CONNECTION_COLUMNS, SKETCH_SIZE
+
+    ch, cw = canvas_shape(h, w)
+    canvas = np.zeros((ch, cw, 3), np.float64)
+    px, valid = pixel_coordinates(landmarks, ch, cw)
+    for a, b in CONNECTION_COLUMNS:
+        if valid[a] and valid[b]:
+            cv2.line(canvas, (int(px[a, 0]), int(px[a, 1])), (int(px[b, 0]), int(px[b, 1])), SKETCH_COLOR, 1)
+    return cv2.resize(canvas, (SKETCH_SIZE, SKETCH_SIZE)).astype(np.float32)
+
+
+def test_one_polylines_call_on_one_plane_draws_what_the_lines_draw():
+    """The sketch is drawn with one cv2.polylines call on one channel: bit for bit the
+    original's cv2.line per connection on three channels, for points inside, outside, on
+    the edges and missing (NaN), at many crop shapes."""
+    rng = np.random.default_rng(7)
+    for trial in range(120):
+        lm = (rng.random((2, N_USED)) * 1.2 - 0.1).astype(np.float32)
+        if trial % 3 == 0:
+            lm = np.clip(lm, 0, 1)  # points exactly on 0 and 1
+        if trial % 5 == 0:
+            lm[:, rng.integers(0, N_USED, 4)] = np.nan
+        h, w = (int(v) for v in rng.integers(60, 400, 2))
+        expected = _per_line_sketch(lm, h, w)
+        assert np.array_equal(draw_sketch(lm, h, w), expected)
+        assert np.array_equal(draw_sketches(lm[None], (h, w))[0], expected.transpose(2, 0, 1) / np.float32(255))
