@@ -64,14 +64,20 @@ def _tap_weights(coord, size):
 
 
 @numba.njit(inline="always")
-def _accumulate(acc, src, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, weight):
-    """acc[c] += weight * bilinear(src[n], ...) over the channel axis (src is N, H, W, C)."""
+def _sample_weighted(out, src, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, weight):
+    """out[c] = weight * bilinear(src[n], ...) over the channel axis (src is N, H, W, C)."""
     w00 = weight * wy0 * wx0
     w01 = weight * wy0 * wx1
     w10 = weight * wy1 * wx0
     w11 = weight * wy1 * wx1
+    for c in range(out.shape[0]):
+        out[c] = (w00 * src[n, y0, x0, c] + w01 * src[n, y0, x1, c]) + (w10 * src[n, y1, x0, c] + w11 * src[n, y1, x1, c])
+
+
+@numba.njit(inline="always")
+def _add(acc, term):
     for c in range(acc.shape[0]):
-        acc[c] += (w00 * src[n, y0, x0, c] + w01 * src[n, y0, x1, c]) + (w10 * src[n, y1, x0, c] + w11 * src[n, y1, x1, c])
+        acc[c] += term[c]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
@@ -80,12 +86,13 @@ def warp_fuse(flow, weight, h1, h2, ref, ref_index, out_h1, out_h2, out_ref):
 
     flow (U, 2, H, W) in pixels, weight (U, 1, H, W); h1 (U, H, W, C1), h2 (U, H/2, W/2, C2)
     and ref (U, H, W, 3) channels-last, for U distinct references; ``ref_index`` (N,) says
-    which distinct reference is the n-th of the N, so a repeated reference (a photo gives
-    N copies of one frame) is computed once but summed N times, in the original's order.
-    Writes out_h1 (C1, H, W), out_h2 (C2, H/2, W/2), out_ref (3, H, W). H and W must be
-    even (128 in IP_LAP).
+    which distinct reference is the n-th of the N. Each distinct reference's weighted samples
+    are computed once per pixel and added once for each of its places among the N, in the
+    original's order: the same sums (a photo gives N copies of one frame, warped once, not N
+    times). Writes out_h1 (C1, H, W), out_h2 (C2, H/2, W/2), out_ref (3, H, W). H and W must
+    be even (128 in IP_LAP).
     """
-    n_ref = ref_index.shape[0]
+    n_ref, n_src = ref_index.shape[0], flow.shape[0]
     height, width = flow.shape[2], flow.shape[3]
     c1, c2, c3 = h1.shape[3], h2.shape[3], ref.shape[3]
     half_h, half_w = height // 2, width // 2
@@ -96,6 +103,11 @@ def warp_fuse(flow, weight, h1, h2, ref, ref_index, out_h1, out_h2, out_ref):
         acc3 = np.empty((2, 2, c3), np.float32)
         acc2 = np.empty(c2, np.float32)
         den = np.empty((2, 2), np.float32)
+        # One distinct reference's terms at the current 2x2 block (computed on first use).
+        term1 = np.empty((n_src, 2, 2, c1), np.float32)
+        term3 = np.empty((n_src, 2, 2, c3), np.float32)
+        term2 = np.empty((n_src, c2), np.float32)
+        done = np.empty(n_src, np.bool_)
         gxs = np.empty((2, 2), np.float32)
         gys = np.empty((2, 2), np.float32)
         for j in range(half_w):
@@ -103,34 +115,42 @@ def warp_fuse(flow, weight, h1, h2, ref, ref_index, out_h1, out_h2, out_ref):
             acc3[:] = 0
             acc2[:] = 0
             den[:] = 0
+            done[:] = False
             for k in range(n_ref):
                 n = ref_index[k]
+                if not done[n]:
+                    done[n] = True
+                    for dy in range(2):
+                        y = 2 * band + dy
+                        base_y = two * (np.float32(y) / sy) - one
+                        for dx in range(2):
+                            x = 2 * j + dx
+                            base_x = two * (np.float32(x) / sx) - one
+                            gx = base_x + two * (flow[n, 0, y, x] / sx)
+                            gy = base_y + two * (flow[n, 1, y, x] / sy)
+                            gxs[dy, dx] = gx
+                            gys[dy, dx] = gy
+                            w = weight[n, 0, y, x]
+                            ix = ((gx + one) * np.float32(width) - one) / two
+                            iy = ((gy + one) * np.float32(height) - one) / two
+                            x0, x1, wx0, wx1 = _tap_weights(ix, width)
+                            y0, y1, wy0, wy1 = _tap_weights(iy, height)
+                            _sample_weighted(term1[n, dy, dx], h1, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, w)
+                            _sample_weighted(term3[n, dy, dx], ref, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, w)
+                    # h2: the 2x2 mean of the deformation, the top-left weight (nearest).
+                    gx2 = half * (half * gxs[0, 0] + half * gxs[0, 1]) + half * (half * gxs[1, 0] + half * gxs[1, 1])
+                    gy2 = half * (half * gys[0, 0] + half * gys[0, 1]) + half * (half * gys[1, 0] + half * gys[1, 1])
+                    ix = ((gx2 + one) * np.float32(half_w) - one) / two
+                    iy = ((gy2 + one) * np.float32(half_h) - one) / two
+                    x0, x1, wx0, wx1 = _tap_weights(ix, half_w)
+                    y0, y1, wy0, wy1 = _tap_weights(iy, half_h)
+                    _sample_weighted(term2[n], h2, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, weight[n, 0, 2 * band, 2 * j])
                 for dy in range(2):
-                    y = 2 * band + dy
-                    base_y = two * (np.float32(y) / sy) - one
                     for dx in range(2):
-                        x = 2 * j + dx
-                        base_x = two * (np.float32(x) / sx) - one
-                        gx = base_x + two * (flow[n, 0, y, x] / sx)
-                        gy = base_y + two * (flow[n, 1, y, x] / sy)
-                        gxs[dy, dx] = gx
-                        gys[dy, dx] = gy
-                        w = weight[n, 0, y, x]
-                        den[dy, dx] += w
-                        ix = ((gx + one) * np.float32(width) - one) / two
-                        iy = ((gy + one) * np.float32(height) - one) / two
-                        x0, x1, wx0, wx1 = _tap_weights(ix, width)
-                        y0, y1, wy0, wy1 = _tap_weights(iy, height)
-                        _accumulate(acc1[dy, dx], h1, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, w)
-                        _accumulate(acc3[dy, dx], ref, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, w)
-                # h2: the 2x2 mean of the deformation, the top-left weight (nearest).
-                gx2 = half * (half * gxs[0, 0] + half * gxs[0, 1]) + half * (half * gxs[1, 0] + half * gxs[1, 1])
-                gy2 = half * (half * gys[0, 0] + half * gys[0, 1]) + half * (half * gys[1, 0] + half * gys[1, 1])
-                ix = ((gx2 + one) * np.float32(half_w) - one) / two
-                iy = ((gy2 + one) * np.float32(half_h) - one) / two
-                x0, x1, wx0, wx1 = _tap_weights(ix, half_w)
-                y0, y1, wy0, wy1 = _tap_weights(iy, half_h)
-                _accumulate(acc2, h2, n, y0, y1, wy0, wy1, x0, x1, wx0, wx1, weight[n, 0, 2 * band, 2 * j])
+                        den[dy, dx] += weight[n, 0, 2 * band + dy, 2 * j + dx]
+                        _add(acc1[dy, dx], term1[n, dy, dx])
+                        _add(acc3[dy, dx], term3[n, dy, dx])
+                _add(acc2, term2[n])
             for dy in range(2):
                 for dx in range(2):
                     d = den[dy, dx] + FUSION_EPS
