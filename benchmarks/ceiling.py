@@ -110,13 +110,13 @@ def conv_stack_onnx(path: Path, config: CeilingConfig, seed: int = 0) -> Path:
 def build_models(folder: Path, config: CeilingConfig) -> dict[tuple[str, str], Path]:
     """The stack for each (backend, precision): fp32 and int8 ONNX, fp32 and int8 IR. The
     int8 files are made with the bundles' quantizers and their default options."""
-    import openvino as ov
-
     from ..calibration.quantize_ort import quantize_onnx
     from ..calibration.quantize_ov import quantize_ir
     from ..calibration.recipe import GraphRecipe, NncfOptions, OrtOptions
     from ..calibration.record import SampleStore
+    from ..telemetry import import_openvino
 
+    ov = import_openvino()
     onnx_fp32 = conv_stack_onnx(folder / "stack.onnx", config)
     ir_fp32 = folder / "stack.xml"
     ov.save_model(ov.convert_model(str(onnx_fp32)), str(ir_fp32), compress_to_fp16=False)

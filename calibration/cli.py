@@ -127,6 +127,9 @@ def run_calibrate(args) -> int:
     """The handler of ``iplap calibrate``."""
     import dataclasses
 
+    from ..telemetry import decline_unless_chosen
+
+    decline_unless_chosen()  # before nncf's first import: it asks for telemetry consent then
     try:
         import nncf  # noqa: F401  (checked here so the error names the extra)
         import onnx  # noqa: F401

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..telemetry import decline_unless_chosen, import_openvino
 from .quantize_ort import QuantizedGraph
 from .recipe import GraphRecipe, NncfOptions
 from .record import SampleStore
@@ -41,10 +42,11 @@ def _nncf_output_to_stderr():
 def quantize_ir(source: Path, dest: Path, store: SampleStore, recipe: GraphRecipe, options: NncfOptions,
                 metadata: dict | None = None) -> QuantizedGraph:
     """Quantize the IR ``source`` (.xml) into ``dest`` (.xml + .bin), calibrated on ``store``."""
+    decline_unless_chosen()  # before nncf's first import: it asks for telemetry consent then
     import nncf
-    import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
+    ov = import_openvino()
     start = time.perf_counter()
     model = ov.Core().read_model(str(source))
     weighted = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in WEIGHTED_OPS]
@@ -80,10 +82,9 @@ def quantize_ir(source: Path, dest: Path, store: SampleStore, recipe: GraphRecip
 def rewritten_ir(onnx_source: Path, dest: Path, rewrites: tuple[str, ...]) -> Path:
     """The IR of the ONNX graph ``onnx_source`` after the exact ``rewrites`` (:mod:`.rewrite`),
     converted as ``iplap export`` converts it (fp32 weights)."""
-    import openvino as ov
-
     from .rewrite import rewrite_onnx
 
+    ov = import_openvino()
     dest.parent.mkdir(parents=True, exist_ok=True)
     rewritten = dest.with_suffix(".onnx")
     counts = rewrite_onnx(onnx_source, rewritten, rewrites)
@@ -116,7 +117,7 @@ def _quantized_weighted_ops(model) -> int:
 
 def compress_ir_fp16(source: Path, dest: Path, metadata: dict | None = None) -> Path:
     """The IR with its weights stored as fp16 (``compress_to_fp16=True``); on Intel GPUs it runs in f16."""
-    import openvino as ov
+    ov = import_openvino()
 
     model = ov.Core().read_model(str(source))
     for key, value in {**(metadata or {}), "precision": "fp16"}.items():

@@ -700,10 +700,11 @@ def _check_detector(data: bytes, onnx_path: Path, spec_name: str) -> float:
     """Largest difference between the ONNX graph (onnxruntime) and OpenVINO running the .tflite."""
     import tempfile
 
-    import openvino as ov
-
     from ..runtime.backends import BackendConfig, load_model
     from ..runtime.face.detector import FULL_RANGE, SHORT_RANGE, FaceDetector
+    from ..telemetry import import_openvino
+
+    ov = import_openvino()
 
     spec = SHORT_RANGE if spec_name == SHORT_RANGE.name else FULL_RANGE
     with tempfile.TemporaryDirectory() as tmp:
@@ -752,8 +753,9 @@ def _check_mesh(files: dict[str, Path], backend: str) -> float:
 
 
 def _write_openvino(onnx_path: Path, xml_path: Path, metadata: dict[str, str]) -> list[Path]:
-    import openvino as ov
+    from ..telemetry import import_openvino
 
+    ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
     for key, value in metadata.items():
         model.set_rt_info(str(value), ["iplap", key])

@@ -67,8 +67,9 @@ def export_onnx(graph: ExportableGraph, path: Path, example: tuple[torch.Tensor,
 
 
 def convert_openvino(onnx_path: Path, xml_path: Path, metadata: dict[str, str] | None = None) -> Path:
-    import openvino as ov
+    from ..telemetry import import_openvino
 
+    ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
     for key, value in (metadata or {}).items():
         model.set_rt_info(str(value), ["iplap", key])

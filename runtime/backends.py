@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import BackendError, first_line
+from ..telemetry import import_openvino
 from .constants import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class ComposedOpenVINOModel:
                 raise BackendError(f"{self.first.path.name} has no output {link!r} for {self.second.path.name}")
             for target in list(parameter.output(0).get_target_inputs()):
                 target.replace_source_output(produced[link])
-        import openvino as ov
+        ov = import_openvino()
 
         return ov.Model(second.get_results(), kept + list(first.get_parameters()),
                         f"{first.get_friendly_name()}+{second.get_friendly_name()}")
@@ -283,7 +284,7 @@ def openvino_core():
     with _CORE_LOCK:
         if _CORE is None:
             try:
-                import openvino as ov
+                ov = import_openvino()
             except ImportError as exc:  # pragma: no cover - a runtime dependency
                 raise BackendError(f"openvino is not installed ({exc}); pip install openvino") from None
             _CORE = ov.Core()
