@@ -51,7 +51,7 @@ from ..errors import IplapError
 from ..runtime.constants import BACKENDS, FPS
 from . import LIVE_REFS
 from .ceiling import CeilingConfig
-from .grid import PER_REFERENCE_GRAPHS, Skipped
+from .grid import PER_REFERENCE_GRAPHS, STAGES, Skipped
 from .recommend import PSNR_RESOLUTION_DB
 from .report import _fmt
 
@@ -276,7 +276,8 @@ def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: flo
                 break
         if speaking < interrupt_at:
             realtime_stats = live.stats()
-    return {"frame_seconds": seconds, "prepare_seconds": prepare_s, "peak_rss_mb": peak_rss_mb(),
+    stage_ms = {k: 1e3 * v / stats.renders for k, v in stats.stage_seconds.items()} if stats.renders else {}
+    return {"frame_seconds": seconds, "stage_ms": stage_ms, "prepare_seconds": prepare_s, "peak_rss_mb": peak_rss_mb(),
             "distinct_refs": avatar.references.distinct, "latency_s": realtime_stats.latencies[0],
             "realtime": {"speaking_frames": speaking, "rendered": realtime_stats.rendered,
                          "held": realtime_stats.held, "stalls": realtime_stats.stalls, "k": realtime_stats.k,
@@ -462,6 +463,8 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
         fps = peak / per_frame if peak and per_frame else None
         out["ceiling_fps" + suffix] = fps
         out["share_of_ceiling" + suffix] = out["fps_best"] / fps if fps and out["fps_best"] else None
+    stages = [r["stage_ms"] for r in rounds if r.get("stage_ms")]
+    out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in stages[0]} if stages else {}
     out["rounds"] = [_same_phase(r, per_frame) for r in rounds if r["frame_seconds"]]
     shares = [r["share"] for r in out["rounds"] if r["share"] is not None]
     out["share_same_phase"] = statistics.median(shares) if shares else None
@@ -550,6 +553,27 @@ def live_choice(results: list[dict], fps: float = FPS) -> dict:
     return choices
 
 
+def _stage_table(results: list[dict]) -> list[str]:
+    """Where a render's time goes, per configuration (the throughput turn's renders, median
+    over the rounds of each stage's mean)."""
+    measured = [r for r in results if not r["error"] and r.get("stage_ms")]
+    if not measured:
+        return []
+    seen = {k for r in measured for k in r["stage_ms"]}
+    stages = [k for k in STAGES if k in seen] + sorted(seen - set(STAGES))
+    lines = ["\n## Where a render's time goes\n",
+             "Milliseconds per render of the turn rendered without a clock, by stage (median over the rounds of "
+             "each stage's mean); the graphs' stages are their calls, the rest runs in Python, numpy, OpenCV and "
+             "the Numba warp kernel. With renders in flight the stages of several renders overlap, so their sum "
+             "exceeds the time between pictures.\n",
+             "| configuration | " + " | ".join(stages) + " | sum |", "|---|" + "---|" * (len(stages) + 1)]
+    for r in measured:
+        ms = r["stage_ms"]
+        lines.append(f"| {r['label']} | " + " | ".join(f"{ms.get(k, 0.0):.1f}" for k in stages)
+                     + f" | {sum(ms.values()):.1f} |")
+    return lines
+
+
 def live_markdown(report: dict) -> str:
     m = report["machine"]
     lines = ["# iplap bench --live\n"]
@@ -603,6 +627,7 @@ def live_markdown(report: dict) -> str:
         lines += [f"| {e['backend']} | {e['precision']} | {e['threads']} | {e['gmac_per_s']:.1f} | {e['when']} | "
                   f"{_fmt(e.get('sustained_gmac_per_s'), '.1f')} | {e.get('sustained_when') or ''} |"
                   for e in ceiling["results"]]
+    lines += _stage_table(report["results"])
     lines.append("\n## Live choice\n\nJudged on the median over all frames (the figure in brackets), which a session "
                  "lasting minutes keeps; the fastest round is for the comparison with the ceiling.\n")
     for avatar, c in report["choice"].items():

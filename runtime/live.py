@@ -188,6 +188,10 @@ class LiveStats:
     #: Per turn: seconds from its first sample pushed to its first frame yielded.
     latencies: list[float] = field(default_factory=list)
     queued_speech_seconds: float = 0.0  # pushed, not yet played
+    renders: int = 0  # model renders (the first of a turn makes three pictures, the others one)
+    #: Seconds per stage (decode, landmarks, sketches, crop, the graphs, warp, blend), summed
+    #: over the renders: where a render's time goes.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def slower_than_real_time(self) -> bool:
@@ -512,7 +516,8 @@ class LiveSession:
     def stats(self) -> LiveStats:
         """A snapshot of what the session has done, its real-time factor and its k."""
         with self._cond:
-            stats = LiveStats(**{**self._stats.__dict__, "latencies": list(self._stats.latencies)})
+            stats = LiveStats(**{**self._stats.__dict__, "latencies": list(self._stats.latencies),
+                                 "stage_seconds": dict(self._stats.stage_seconds)})
             stats.k = self._k()
             stats.workers = self._workers
             stats.real_time_factor = (self._ema or 0.0) * FPS
@@ -668,6 +673,11 @@ class LiveSession:
             self._ema = seconds if self._ema is None else weight * seconds + (1 - weight) * self._ema
             self._latency = latency if self._latency is None else weight * latency + (1 - weight) * self._latency
             self._stats.rendered += len(pictures)
+            if frames:
+                self._stats.renders += 1
+                totals = self._stats.stage_seconds
+                for stage, spent in frames[0].seconds.items():  # one render's, on each of its frames
+                    totals[stage] = totals.get(stage, 0.0) + spent
         self._put(turn, pictures, made)
 
     def _tail_step(self, turn: _Turn, playhead: int) -> None:

@@ -31,6 +31,8 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert r["ceiling_fps"] > 0 and r["share_of_ceiling"] == pytest.approx(r["fps_best"] / r["ceiling_fps"])
         assert 0 < r["ceiling_fps_sustained"] and r["share_of_ceiling_sustained"] == pytest.approx(
             r["fps_best"] / r["ceiling_fps_sustained"])
+        assert {"landmarks", "sketches", "translation", "warp", "blend"} <= set(r["stage_ms"])
+        assert all(v >= 0 for v in r["stage_ms"].values()) and r["stage_ms"]["translation"] > 0
         (one,) = r["rounds"]  # one round, measured against the ceiling right before and after it
         assert one["ceiling_fps"] > 0 and one["share"] == pytest.approx(one["fps"] / one["ceiling_fps"])
         assert r["share_same_phase"] == r["share_same_phase_best"] == one["share"]
@@ -51,7 +53,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert soak["fps"] == pytest.approx(25, rel=0.2) and soak["peak_rss_mb"] >= soak["rss_start_mb"] > 0
     text = (out / "live.md").read_text()
     assert "| photo onnxruntime fp32 N=1 t=2 |" in text and "## Live choice" in text and "## The ceiling" in text
-    assert "## Soak" in text
+    assert "## Soak" in text and "## Where a render's time goes" in text
     printed = capsys.readouterr().out
     assert "live, photo:" in printed and "live, video:" in printed
 

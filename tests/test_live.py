@@ -115,6 +115,10 @@ def test_a_turn_plays_between_idle_frames_with_its_events(recorded):
     assert {f.turn for f in recorded.frames[first:end]} == {0}
     assert not any(f.held for f in recorded.frames)  # without a clock every frame has its picture
     assert recorded.stats.turns == 1 and recorded.stats.latencies
+    stats = recorded.stats  # where the renders' time went: each stage, summed over the renders
+    assert stats.renders == stats.rendered - 2  # the first render makes three pictures
+    assert {"landmarks", "sketches", "crop", "translation", "warp", "blend"} <= set(stats.stage_seconds)
+    assert all(v >= 0 for v in stats.stage_seconds.values()) and stats.stage_seconds["translation"] > 0
 
 
 def test_renders_in_flight_give_the_same_frames(pipeline, clip_avatar, recorded):
