@@ -569,7 +569,7 @@ def _stage_table(results: list[dict]) -> list[str]:
              "| configuration | " + " | ".join(stages) + " | sum |", "|---|" + "---|" * (len(stages) + 1)]
     for r in measured:
         ms = r["stage_ms"]
-        lines.append(f"| {r['label']} | " + " | ".join(f"{ms.get(k, 0.0):.1f}" for k in stages)
+        lines.append(f"| {r['label']} | " + " | ".join(f"{ms[k]:.1f}" if k in ms else "-" for k in stages)
                      + f" | {sum(ms.values()):.1f} |")
     return lines
 
