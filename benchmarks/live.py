@@ -588,7 +588,7 @@ def live_markdown(report: dict) -> str:
               "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **same phase**: each round's "
               "fps against its own configuration's sustained ceiling measured right before and right after it (the "
               "faster of the two): median over the rounds (best round in brackets), the share of what the machine "
-              "did at the time, which the host's phases move far less. **latency**: first sample pushed to "
+              "did at the time (noisy round by round, but not set against a burst the round never saw). **latency**: first sample pushed to "
               "first speaking frame on the wall clock (best round). **on the clock**: pictures rendered per second "
               "of a turn played in real time, the session's k and real-time factor. **interrupt**: interrupt() to "
               "the first idle frame. **PSNR**: worst speaking frame's face region against the reference "
