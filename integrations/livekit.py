@@ -239,15 +239,21 @@ class IplapVideoGenerator(VideoGenerator):
                 self._slots.release()
                 if isinstance(item, _Failed):
                     raise item.error
-                if item.turn is not None and item.turn < self._turn_floor:
+                if self._cut(item):
                     continue  # interrupted on its way here
                 yield item.video
-                if item.audio is not None:
+                # The runner may call clear_buffer() while the picture is with it: then neither
+                # the picture's audio nor the turn's end follows (it would start a new playback).
+                if item.audio is not None and not self._cut(item):
                     yield item.audio
-                if item.segment_end:
+                if item.segment_end and not self._cut(item):
                     yield AudioSegmentEnd()
         finally:
             self._iterating = False
+
+    def _cut(self, item: _Item) -> bool:
+        """The item belongs to a turn that clear_buffer() interrupted."""
+        return item.turn is not None and item.turn < self._turn_floor
 
     def _on_playback_finished(self, interrupted: bool) -> None:
         self._finished = interrupted  # called in frames(), on the pump thread, before the frame
