@@ -464,7 +464,8 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
         out["ceiling_fps" + suffix] = fps
         out["share_of_ceiling" + suffix] = out["fps_best"] / fps if fps and out["fps_best"] else None
     stages = [r["stage_ms"] for r in rounds if r.get("stage_ms")]
-    out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in stages[0]} if stages else {}
+    names = dict.fromkeys(k for st in stages for k in st)  # every round's stages, in order of appearance
+    out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in names}
     out["rounds"] = [_same_phase(r, per_frame) for r in rounds if r["frame_seconds"]]
     shares = [r["share"] for r in out["rounds"] if r["share"] is not None]
     out["share_same_phase"] = statistics.median(shares) if shares else None
