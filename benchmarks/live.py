@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import IplapError
 from ..runtime.constants import BACKENDS, FPS
 from . import LIVE_REFS
-from .ceiling import CeilingConfig
+from .ceiling import CeilingConfig, ceiling_result
 from .grid import PER_REFERENCE_GRAPHS, STAGES, Skipped
 from .recommend import PSNR_RESOLUTION_DB
 from .report import _fmt
@@ -364,7 +364,8 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
     # Right before and right after each round, its own ceiling (backend, precision, threads):
     # a burst and one window, so that the ceiling is sampled through the same phases of the
     # host as the rounds, and each round has a share of what the machine did at the time.
-    between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows)))
+    between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows),
+                                         blocks=("conv",)))
 
     def ceiling(when: str, case: LiveCase | None = None) -> None:
         if case is None:
@@ -457,12 +458,13 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     )
     per_frame = frame_gmac(gmac, out["distinct_refs"])
     out["gmac_per_frame"] = per_frame
-    entry = ceiling_entry(ceiling, case)
-    for suffix, key in (("", "gmac_per_s"), ("_sustained", "sustained_gmac_per_s")):
-        peak = entry.get(key) if entry else None
-        fps = peak / per_frame if peak and per_frame else None
-        out["ceiling_fps" + suffix] = fps
-        out["share_of_ceiling" + suffix] = out["fps_best"] / fps if fps and out["fps_best"] else None
+    for block, prefix in (("conv", ""), ("spade", "block_")):
+        entry = ceiling_entry(ceiling, case, block)
+        for suffix, key in (("", "gmac_per_s"), ("_sustained", "sustained_gmac_per_s")):
+            peak = entry.get(key) if entry else None
+            fps = peak / per_frame if peak and per_frame else None
+            out[f"{prefix}ceiling_fps{suffix}"] = fps
+            out[f"{prefix}share_of_ceiling{suffix}"] = out["fps_best"] / fps if fps and out["fps_best"] else None
     stages = [r["stage_ms"] for r in rounds if r.get("stage_ms")]
     names = dict.fromkeys(k for st in stages for k in st)  # every round's stages, in order of appearance
     out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in names}
@@ -473,13 +475,13 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     return out
 
 
-def ceiling_entry(ceiling, case: LiveCase) -> dict | None:
+def ceiling_entry(ceiling, case: LiveCase, block: str = "conv") -> dict | None:
     """The entry of a ceiling measurement (one run, or merged) for ``case``'s backend,
-    precision and threads; None where it has none (skipped, failed, not measured)."""
+    precision and threads, of the ``block`` stack; None where it has none (skipped,
+    failed, not measured)."""
     if isinstance(ceiling, Skipped) or not isinstance(ceiling, dict) or "error" in ceiling:
         return None
-    return next((e for e in ceiling.get("results", []) if e["backend"] == case.backend
-                 and e["precision"] == case.ceiling_precision and e["threads"] == case.threads), None)
+    return ceiling_result(ceiling, case.backend, case.ceiling_precision, case.threads, block)
 
 
 def _same_phase(round_: dict, per_frame: float | None) -> dict:
@@ -586,7 +588,10 @@ def live_markdown(report: dict) -> str:
               "the fastest round (median over all frames in brackets). **ceiling fps**: the renderer graphs' "
               "GMAC per frame over the convolution ceiling of the same backend, precision and threads, the best "
               "of its measurements before the grid, around each round and after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
-              "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **same phase**: each round's "
+              "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **SPADE block**: "
+              "the same against the ceiling of the renderer's own block (each convolution with its share of instance norm, "
+              "modulation and LeakyReLU; measured before and after the grid): what the backend makes of the float work that "
+              "the renderer's convolutions carry. **same phase**: each round's "
               "fps against its own configuration's sustained ceiling measured right before and right after it (the "
               "faster of the two): median over the rounds (best round in brackets), the share of what the machine "
               "did at the time (noisy round by round, but not set against a burst the round never saw). **latency**: first sample pushed to "
@@ -595,11 +600,12 @@ def live_markdown(report: dict) -> str:
               "the first idle frame. **PSNR**: worst speaking frame's face region against the reference "
               "configuration.\n",
               "| configuration | U | GMAC/frame | fps | ceiling fps: burst / sustained | share: burst / sustained | "
-              "same phase | latency s | on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "SPADE block: ceiling fps, share (burst / sustained) | same phase | latency s | "
+              "on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         if r["error"]:
-            lines.append(f"| {r['label']} | failed: {r['error']} |||||||||||")
+            lines.append(f"| {r['label']} | failed: {r['error']} ||||||||||||")
             continue
         rt = r["realtime"]
         psnr = "reference" if r.get("reference") == r["label"] else (
@@ -608,7 +614,9 @@ def live_markdown(report: dict) -> str:
             f"| {r['label']} | {r['distinct_refs']} | {_fmt(r['gmac_per_frame'], '.1f')} | {_fmt(r['fps_best'], '.2f')} "
             f"({_fmt(r['fps_median'], '.2f')}) | {_fmt(r['ceiling_fps'], '.2f')} / "
             f"{_fmt(r.get('ceiling_fps_sustained'), '.2f')} | {_fmt(r['share_of_ceiling'], '.0%')} / "
-            f"{_fmt(r.get('share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('share_same_phase'), '.0%')} "
+            f"{_fmt(r.get('share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('block_ceiling_fps'), '.2f')} / "
+            f"{_fmt(r.get('block_ceiling_fps_sustained'), '.2f')}, {_fmt(r.get('block_share_of_ceiling'), '.0%')} / "
+            f"{_fmt(r.get('block_share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('share_same_phase'), '.0%')} "
             f"({_fmt(r.get('share_same_phase_best'), '.0%')}) | {_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
             f"{_fmt(r['interrupt_s'] * 1e3 if r['interrupt_s'] is not None else None, '.0f')} | {psnr} | "
             f"{_fmt(r['peak_rss_mb'], '.0f')} |")
@@ -616,16 +624,21 @@ def live_markdown(report: dict) -> str:
     if isinstance(ceiling, Skipped) or "error" in ceiling:
         lines.append(f"\nConvolution ceiling: {ceiling if isinstance(ceiling, Skipped) else ceiling['error']}.")
     else:
-        lines += ["\n## The ceiling\n", f"{ceiling['config']['stack']}, {ceiling['config']['gmac']:.2f} GMAC per "
-                  f"run, quantized as the bundles are. Burst: the fastest of {ceiling['config']['repeats']} runs. "
+        stacks = ceiling["config"].get("stacks") or {"conv": ceiling["config"]["stack"]}
+        gmacs = ceiling["config"].get("block_gmac") or {"conv": ceiling["config"]["gmac"]}
+        lines += ["\n## The ceiling\n", "; ".join(f"{block}: {stacks[block]}, {gmacs[block]:.2f} GMAC per run"
+                                                 for block in stacks)
+                  + f", quantized as the bundles are. Burst: the fastest of {ceiling['config']['repeats']} runs. "
                   f"Sustained: the best window of {ceiling['config'].get('window_seconds', 0):g} s of runs back to "
-                  f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and one "
-                  "of the round's own configuration right before and right after every round). On a shared host the two "
+                  f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and, for "
+                  "the conv stack, one of the round's own configuration right before and right after every round). "
+                  "On a shared host the two "
                   "can differ by 2x: single runs that fall in a fast phase of the host set the burst figure, which "
                   "no stream lasting seconds keeps up.\n",
-                  "| backend | precision | threads | GMAC/s burst | measured | GMAC/s sustained | measured |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {e['backend']} | {e['precision']} | {e['threads']} | {e['gmac_per_s']:.1f} | {e['when']} | "
+                  "| stack | backend | precision | threads | GMAC/s burst | measured | GMAC/s sustained | measured |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {e.get('block', 'conv')} | {e['backend']} | {e['precision']} | {e['threads']} | "
+                  f"{e['gmac_per_s']:.1f} | {e['when']} | "
                   f"{_fmt(e.get('sustained_gmac_per_s'), '.1f')} | {e.get('sustained_when') or ''} |"
                   for e in ceiling["results"]]
     lines += _stage_table(report["results"])

@@ -10,6 +10,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -166,12 +167,12 @@ def measure_ceiling_run(backends: tuple[str, ...], threads: tuple[int, ...], dev
     stack's models by "backend precision" (:func:`build_ceiling_models`), else made here."""
     from .ceiling import PRECISIONS, CeilingConfig, measure_ceiling
 
-    config = CeilingConfig(**ceiling_config)
+    config = CeilingConfig.from_dict(ceiling_config)
     models = {tuple(k.split()): Path(v) for k, v in files.items()} if files else None
     results = measure_ceiling(tuple(backends), tuple(threads), device, config, models, tuple(precisions or PRECISIONS))
-    return {"config": {**ceiling_config, "gmac": config.gmac,
-                       "stack": f"{config.layers} x Conv 3x3 {config.channels}->{config.channels} + ReLU at "
-                                f"{config.size}x{config.size}, batch 1"},
+    return {"config": {**asdict(config), "gmac": config.gmac, "stack": config.describe("conv"),
+                       "block_gmac": {b: config.block_gmac(b) for b in config.blocks},
+                       "stacks": {b: config.describe(b) for b in config.blocks}},
             "results": [r.to_dict() for r in results]}
 
 
@@ -180,8 +181,8 @@ def build_ceiling_models(folder: str, ceiling_config: dict) -> dict[str, str]:
     "backend precision"; for :func:`measure_ceiling_run`."""
     from .ceiling import CeilingConfig, build_models
 
-    files = build_models(Path(folder), CeilingConfig(**ceiling_config))
-    return {f"{b} {p}": str(path) for (b, p), path in files.items()}
+    config = CeilingConfig.from_dict(ceiling_config)
+    return {" ".join(key): str(path) for key, path in build_models(Path(folder), config).items()}
 
 
 def merge_ceilings(runs: list[dict]) -> dict:
@@ -195,7 +196,7 @@ def merge_ceilings(runs: list[dict]) -> dict:
     sustained: dict[tuple, tuple[float, str]] = {}
     for run in good:
         for entry in run["results"]:
-            key = (entry["backend"], entry["precision"], entry["threads"])
+            key = (entry.get("block", "conv"), entry["backend"], entry["precision"], entry["threads"])
             if key not in best or entry["gmac_per_s"] > best[key]["gmac_per_s"]:
                 best[key] = {**entry, "when": run["when"]}
             rate = entry.get("sustained_gmac_per_s")

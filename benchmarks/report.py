@@ -85,15 +85,19 @@ def _ceiling_lines(report: dict) -> list[str]:
     if isinstance(ceiling, Skipped) or "error" in ceiling:
         return lines + [f"Convolution ceiling: {ceiling if isinstance(ceiling, Skipped) else ceiling['error']}."]
     cfg = ceiling["config"]
-    lines += [f"A stack of {cfg['stack']}, {cfg['gmac']:.2f} GMAC per run, quantized as the bundles are; GMAC/s "
+    stacks = cfg.get("stacks") or {"conv": cfg["stack"]}
+    gmacs = cfg.get("block_gmac") or {"conv": cfg["gmac"]}
+    lines += ["Stacks: " + "; ".join(f"**{b}**, {stacks[b]}, {gmacs[b]:.2f} GMAC per run" for b in stacks)
+              + " (the SPADE block: the renderer's convolutions with their share of its float work); quantized as "
+              "the bundles are; GMAC/s "
               f"from the fastest of {cfg['repeats']} runs (median in brackets), all configurations taking turns; "
               "measured before the grid and again after it, the faster of the two counts. Sustained: the best of "
               f"{cfg.get('windows', 0)} windows of {cfg.get('window_seconds', 0):g} s of runs back to back.\n",
-              "| backend | precision | threads | ms per run: fastest (median) | GMAC/s: fastest (median) | "
+              "| stack | backend | precision | threads | ms per run: fastest (median) | GMAC/s: fastest (median) | "
               "GMAC/s sustained | measured |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|"]
     for e in ceiling["results"]:
-        lines.append(f"| {e['backend']} | {e['precision']} | {e['threads']} | {e['seconds_min'] * 1e3:.1f} "
+        lines.append(f"| {e.get('block', 'conv')} | {e['backend']} | {e['precision']} | {e['threads']} | {e['seconds_min'] * 1e3:.1f} "
                      f"({e['seconds'] * 1e3:.1f}) | {e['gmac_per_s']:.1f} ({e['gmac'] / e['seconds']:.1f}) | "
                      f"{_fmt(e.get('sustained_gmac_per_s'), '.1f')} | {e.get('when', '')} the grid |")
     gmac = report["graph_gmac"]

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ..runtime.reports import FUSED_STAGES, RENDERER_GRAPHS, RENDERER_STAGES
+from .ceiling import ceiling_result
 from .grid import PER_REFERENCE_GRAPHS, Accuracy, Case, CaseResult
 
 
@@ -83,8 +84,8 @@ def graph_throughput(result: CaseResult, gmac: dict[str, float], ceiling: dict) 
     load on the machine only ever slows a run, so the best of several is the figure it
     disturbs least; medians taken at different moments would compare the load instead."""
     c = result.case
-    peak = next((e["gmac_per_s"] for e in ceiling.get("results", ()) if e["backend"] == c.backend
-                 and e["precision"] == c.precision and e["threads"] == c.threads), None)
+    entry = ceiling_result(ceiling, c.backend, c.precision, c.threads)
+    peak = entry["gmac_per_s"] if entry else None
     graphs = {}
     refs = result.distinct_refs or c.refs
     for name in RENDERER_STAGES:  # a fused stage does the work of its graphs

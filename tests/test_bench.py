@@ -158,6 +158,10 @@ def test_the_ceiling_is_the_faster_of_its_measurements():
             for e in merged["results"]} == {("fp32", 90.0, "after", 40.0, "before"),
                                             ("int8", 400.0, "before", 200.0, "after")}
     assert merge_ceilings([{"when": "before", "error": "no nncf"}, after])["results"][0]["when"] == "after"
+    spade = {"when": "after", "config": {"layers": 8}, "results": [{**entry("int8", 100.0, 90.0), "block": "spade"}]}
+    stacks = merge_ceilings([before, spade])["results"]  # the two stacks are kept apart
+    assert sorted((e.get("block", "conv"), e["gmac_per_s"]) for e in stacks if e["precision"] == "int8") == [
+        ("conv", 400.0), ("spade", 100.0)]
     assert "error" in merge_ceilings([{"when": "before", "error": "no nncf"}])
 
 

@@ -31,6 +31,9 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert r["ceiling_fps"] > 0 and r["share_of_ceiling"] == pytest.approx(r["fps_best"] / r["ceiling_fps"])
         assert 0 < r["ceiling_fps_sustained"] and r["share_of_ceiling_sustained"] == pytest.approx(
             r["fps_best"] / r["ceiling_fps_sustained"])
+        # and against the ceiling of the renderer's SPADE block, measured before and after the grid
+        assert r["block_ceiling_fps"] > 0 and r["block_share_of_ceiling"] == pytest.approx(
+            r["fps_best"] / r["block_ceiling_fps"])
         assert {"landmarks", "sketches", "translation", "warp", "blend"} <= set(r["stage_ms"])
         assert all(v >= 0 for v in r["stage_ms"].values()) and r["stage_ms"]["translation"] > 0
         (one,) = r["rounds"]  # one round, measured against the ceiling right before and after it
@@ -47,13 +50,15 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
     whens = [run["when"] for run in report["ceiling"]["runs"]]  # before, around each round, after
     assert whens[0] == "before" and whens[-1] == "after" and sum(w.startswith("between") for w in whens) == 2
     assert [w.split(" (")[0] for w in whens[1:-1]] == ["ahead of", "between"] * 2
+    blocks = [{e["block"] for e in run["results"]} for run in report["ceiling"]["runs"]]
+    assert blocks[0] == blocks[-1] == {"conv", "spade"} and all(b == {"conv"} for b in blocks[1:-1])
     for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 2 s
         print(f"\nsoak {avatar}: {soak}")
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
         assert soak["fps"] == pytest.approx(25, rel=0.2) and soak["peak_rss_mb"] >= soak["rss_start_mb"] > 0
     text = (out / "live.md").read_text()
     assert "| photo onnxruntime fp32 N=1 t=2 |" in text and "## Live choice" in text and "## The ceiling" in text
-    assert "## Soak" in text and "## Where a render's time goes" in text
+    assert "## Soak" in text and "## Where a render's time goes" in text and "| spade | onnxruntime | fp32 | 2 |" in text
     printed = capsys.readouterr().out
     assert "live, photo:" in printed and "live, video:" in printed
 
