@@ -106,7 +106,7 @@ def _ceiling_lines(report: dict) -> list[str]:
     lines += ["\nEach renderer graph per frame: GMAC (its convolutions' and matrix products' multiply-adds; "
               f"flow_head: {gmac['flow_head']:.2f} per reference, times the distinct references U), GMAC/s from its "
               "fastest frame, and in brackets its share of the ceiling (fastest run) at the same backend, precision "
-              "and thread count. "
+              "and thread count: of the plain stack / of the SPADE block. "
               + "; ".join(f"{stage}: {' + '.join(graphs)} run as one model (OpenVINO's fused flow)"
                           for stage, graphs in FUSED_STAGES.items()) + ".\n",
               "| configuration | U | " + " | ".join(f"{g} GMAC | {g} GMAC/s (share)" for g in RENDERER_STAGES) + " |",
@@ -117,7 +117,10 @@ def _ceiling_lines(report: dict) -> list[str]:
         cells = []
         for g in RENDERER_STAGES:
             e = r["graphs"].get(g) or {"gmac": 0.0, "gmac_per_s": None, "share_of_ceiling": None}
-            share = f" ({e['share_of_ceiling']:.0%})" if e["share_of_ceiling"] is not None else ""
+            share = f" ({e['share_of_ceiling']:.0%}" if e["share_of_ceiling"] is not None else ""
+            if share and e.get("share_of_block_ceiling") is not None:
+                share += f" / {e['share_of_block_ceiling']:.0%}"
+            share += ")" if share else ""
             cells.append(f"{e['gmac']:.1f} | {_fmt(e['gmac_per_s'], '.1f')}{share}")
         lines.append(f"| {r['label']} | {r['distinct_refs']} | " + " | ".join(cells) + " |")
     return lines

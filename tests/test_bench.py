@@ -127,11 +127,14 @@ def test_graph_share_of_the_ceiling_counts_flow_head_per_reference():
     result = CaseResult(Case(**row["case"]), 2.0, 2.0, 2.0, row["stages"], 2.0, 1.0, 900.0,
                         stages_min=row["stages_min"], distinct_refs=4)
     ceiling = {"results": [{"backend": "onnxruntime", "precision": "int8", "threads": 2, "gmac_per_s": 100.0},
-                           {"backend": "onnxruntime", "precision": "int8", "threads": 1, "gmac_per_s": 60.0}]}
+                           {"backend": "onnxruntime", "precision": "int8", "threads": 1, "gmac_per_s": 60.0},
+                           {"backend": "onnxruntime", "precision": "int8", "threads": 2, "gmac_per_s": 160.0,
+                            "block": "spade"}]}
     graphs = graph_throughput(result, {"flow_modulations": 5.0, "flow_head": 25.0, "translation": 10.0}, ceiling)
     assert graphs["flow_head"]["gmac"] == 100.0  # 4 distinct references
     assert graphs["flow_head"]["gmac_per_s"] == pytest.approx(80.0)
     assert graphs["flow_head"]["share_of_ceiling"] == pytest.approx(0.8)
+    assert graphs["flow_head"]["share_of_block_ceiling"] == pytest.approx(0.5)  # of the SPADE block's stack
     assert graphs["translation"]["share_of_ceiling"] == pytest.approx(0.5)
     assert graphs["flow"]["seconds"] is None  # this row ran the two flow graphs apart
     fused = dict(row["stages_min"], flow=row["stages_min"]["flow_modulations"] + row["stages_min"]["flow_head"])
