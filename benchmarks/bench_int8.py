@@ -33,8 +33,10 @@ import numpy as np
 
 from ..runtime.bundle import GRAPH_NAMES as GRAPHS
 from ..runtime.constants import DEFAULT_REFS
+from ..runtime.reports import RENDERER_STAGES
 
-RENDERER_STAGES = ("flow_modulations", "flow_head", "flow", "warp", "translation")
+#: The renderer's timed stages: its graphs (or OpenVINO's fused flow) and the warp kernel.
+TIMED_STAGES = (*RENDERER_STAGES, "warp")
 
 
 def _median(values: list[float]) -> float:
@@ -158,7 +160,7 @@ def time_backend(bundles: dict[str, Path], backend: str, inputs: dict, distinct:
         rendered += 1
     for p in bundles:
         out[p].update(renderer_s=_median(totals[p]),
-                      renderer_stages_s={k: _median([s[k] for s in stages[p]]) for k in RENDERER_STAGES
+                      renderer_stages_s={k: _median([s[k] for s in stages[p]]) for k in TIMED_STAGES
                                          if all(k in s for s in stages[p])},
                       end_to_end_s=_median(intervals[p]), end_to_end_frames=len(intervals[p]))
     return out

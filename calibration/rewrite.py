@@ -132,6 +132,8 @@ def block_narrow_convs(model, block: int = BLOCK, max_channels: int = NARROW_CHA
 
 
 def _blockable(node, weight: np.ndarray, hw: list[int] | None, block: int, max_channels: int) -> bool:
+    if weight.ndim != 4:  # only 2-D convolutions (the landmark generator has 1-D ones)
+        return False
     co, _, kh, kw = weight.shape
     attrs = _attributes(node)
     if co > max_channels or kh != kw or kh % 2 == 0 or kh < 5 or hw is None or any(s % block for s in hw):

@@ -73,6 +73,17 @@ def test_wide_small_or_odd_sized_convs_are_left_alone(out_channels, kernel, size
     assert [n.op_type for n in model.graph.node] == ["Conv"]
 
 
+def test_one_dimensional_convs_are_left_alone():
+    """The landmark generator's landmark encoders are 1-D convolutions (3-D weights): a
+    recipe that quantizes it (``--graphs all``) must not trip over them."""
+    weight = np.random.default_rng(0).standard_normal((2, 8, 7)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="/pose_encoder/Conv", kernel_shape=[7], pads=[3, 3])
+    model = _model([conv], [_tensor("x", ["batch", 8, 16])], [_tensor("y", ["batch", 2, 16])],
+                   [numpy_helper.from_array(weight, "w")])
+    assert block_narrow_convs(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["Conv"]
+
+
 def _spade_model(gamma_from_conv: bool):
     """n = InstanceNorm(x); n + n * gamma + beta, as torch exports SPADE's modulation."""
     rng = np.random.default_rng(2)
