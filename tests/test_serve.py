@@ -349,7 +349,7 @@ def test_slow_client_loses_pictures_not_sound_and_memory_stays_bounded(server, p
     delivers every sample of audio, in order."""
     host, port = server.host_port
     client = RawWebSocket(host, port, f"/api/live?avatar={photo_avatar}")
-    mono = soundfile.read(io.BytesIO(speech_bytes(1.2)), dtype="float32")[0].astype("<f4")
+    mono = soundfile.read(io.BytesIO(speech_bytes(0.6)), dtype="float32")[0].astype("<f4")
     client.send(json.dumps({"type": "start", "sample_rate": 16000, "channels": 1, "format": "f32le"}))
     for i in range(0, mono.size, 1600):
         client.send(mono[i:i + 1600].tobytes())
