@@ -84,7 +84,7 @@ def _accuracy_axes(ax, report: dict, low: list[float], title: str) -> None:
     ax.annotate(f"calibration gate ({MIN_GATE_PSNR_DB:g} dB)", (0, MIN_GATE_PSNR_DB),
                 xycoords=("axes fraction", "data"), fontsize=7, va="bottom", color="grey", xytext=(3, 2),
                 textcoords="offset points")
-    ax.set_ylim(min(30.0, *low), cap + 8)
+    ax.set_ylim(min([30.0, *low]), cap + 8)
     ax.set_xlabel("seconds per frame (median)")
     ax.set_ylabel(f"worst-frame face PSNR (dB; >= {cap:.0f} drawn at {cap:.0f})")
     ax.set_title(title, fontsize=10)

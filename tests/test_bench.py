@@ -176,3 +176,20 @@ def test_operator_profile_names_each_backends_operators(bundle_dir):
     ort, ov = out[f"onnxruntime {bundle_dir.name}"], out[f"openvino {bundle_dir.name}"]
     assert ort["seconds"] > 0 and ort["operators"]["Conv"] > 0
     assert any(op.startswith("Convolution (") for op in ov["operators"]) and sum(ov["operators"].values()) > 0
+
+
+def test_accuracy_panel_without_any_measured_accuracy():
+    """A bench of the reference configuration alone (one backend, fp32) has no PSNR to plot:
+    the panel still gets its limits (it raised TypeError from min(30.0, *[]))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from iplap.benchmarks.grid import Skipped
+    from iplap.benchmarks.plots import _accuracy_axes
+
+    fig, ax = plt.subplots()
+    _accuracy_axes(ax, {"torch_baseline": Skipped("no torch")}, [], "vs the reference")
+    assert ax.get_ylim()[0] == 30.0
+    plt.close(fig)
