@@ -364,8 +364,7 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
     # Right before and right after each round, its own ceiling (backend, precision, threads):
     # a burst and one window, so that the ceiling is sampled through the same phases of the
     # host as the rounds, and each round has a share of what the machine did at the time.
-    between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows),
-                                         blocks=("conv",)))
+    between = asdict(dataclasses.replace(config.ceiling_config, windows=min(1, config.ceiling_config.windows)))
 
     def ceiling(when: str, case: LiveCase | None = None) -> None:
         if case is None:
@@ -402,7 +401,8 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
                 if measures_ceiling and files:
                     ceiling(f"between (round {round_ + 1}, {case.label})", case)
                     beside.append(ceiling_runs[-1])
-                rounds[k][-1]["ceiling_beside"] = [ceiling_entry(run, case) for run in beside]
+                for block, key in SAME_PHASE_KEYS.items():
+                    rounds[k][-1][key] = [ceiling_entry(run, case, block) for run in beside]
                 bar.update()
         if measures_ceiling:
             ceiling("after")
@@ -469,9 +469,10 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     names = dict.fromkeys(k for st in stages for k in st)  # every round's stages, in order of appearance
     out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in names}
     out["rounds"] = [_same_phase(r, per_frame) for r in rounds if r["frame_seconds"]]
-    shares = [r["share"] for r in out["rounds"] if r["share"] is not None]
-    out["share_same_phase"] = statistics.median(shares) if shares else None
-    out["share_same_phase_best"] = max(shares) if shares else None
+    for prefix in ("", "block_"):
+        shares = [r[f"{prefix}share"] for r in out["rounds"] if r[f"{prefix}share"] is not None]
+        out[f"{prefix}share_same_phase"] = statistics.median(shares) if shares else None
+        out[f"{prefix}share_same_phase_best"] = max(shares) if shares else None
     return out
 
 
@@ -484,14 +485,23 @@ def ceiling_entry(ceiling, case: LiveCase, block: str = "conv") -> dict | None:
     return ceiling_result(ceiling, case.backend, case.ceiling_precision, case.threads, block)
 
 
+#: The ceiling entries measured beside a round, by stack: the plain one and the SPADE block.
+SAME_PHASE_KEYS = {"conv": "ceiling_beside", "spade": "block_beside"}
+
+
 def _same_phase(round_: dict, per_frame: float | None) -> dict:
     """One round against the ceiling measured right before and right after it (its own
-    configuration's sustained window, the faster of the two): on a host whose speed moves
-    by 2-3x between phases, the share of what the machine did at the time."""
+    configuration's sustained window, the faster of the two), of the plain stack and
+    (``block_``) of the SPADE block: on a host whose speed moves by 2-3x between phases,
+    the share of what the machine did at the time."""
     fps = 1 / statistics.median(round_["frame_seconds"])
-    rates = [e["sustained_gmac_per_s"] for e in round_.get("ceiling_beside", []) if e and e.get("sustained_gmac_per_s")]
-    ceiling_fps = max(rates) / per_frame if rates and per_frame else None
-    return {"fps": fps, "ceiling_fps": ceiling_fps, "share": fps / ceiling_fps if ceiling_fps else None}
+    out = {"fps": fps}
+    for (block, key), prefix in zip(SAME_PHASE_KEYS.items(), ("", "block_")):
+        rates = [e["sustained_gmac_per_s"] for e in round_.get(key, []) if e and e.get("sustained_gmac_per_s")]
+        ceiling_fps = max(rates) / per_frame if rates and per_frame else None
+        out[f"{prefix}ceiling_fps"] = ceiling_fps
+        out[f"{prefix}share"] = fps / ceiling_fps if ceiling_fps else None
+    return out
 
 
 def _score(cases: list[LiveCase], results: list[dict], outputs: dict[int, str]) -> None:
@@ -590,17 +600,18 @@ def live_markdown(report: dict) -> str:
               "of its measurements before the grid, around each round and after the grid: burst (its fastest single run) / sustained (its best window of runs back to back, "
               "as long as a round here; see the ceiling below). **share**: fps / ceiling fps, burst / sustained. **SPADE block**: "
               "the same against the ceiling of the renderer's own block (each convolution with its share of instance norm, "
-              "modulation and LeakyReLU; measured before and after the grid): what the backend makes of the float work that "
+              "modulation and LeakyReLU; measured as the plain stack is): what the backend makes of the float work that "
               "the renderer's convolutions carry. **same phase**: each round's "
               "fps against its own configuration's sustained ceiling measured right before and right after it (the "
               "faster of the two): median over the rounds (best round in brackets), the share of what the machine "
-              "did at the time (noisy round by round, but not set against a burst the round never saw). **latency**: first sample pushed to "
+              "did at the time (noisy round by round, but not set against a burst the round never saw); then the same "
+              "against the SPADE block's windows. **latency**: first sample pushed to "
               "first speaking frame on the wall clock (best round). **on the clock**: pictures rendered per second "
               "of a turn played in real time, the session's k and real-time factor. **interrupt**: interrupt() to "
               "the first idle frame. **PSNR**: worst speaking frame's face region against the reference "
               "configuration.\n",
               "| configuration | U | GMAC/frame | fps | ceiling fps: burst / sustained | share: burst / sustained | "
-              "SPADE block: ceiling fps, share (burst / sustained) | same phase | latency s | "
+              "SPADE block: ceiling fps, share (burst / sustained) | same phase: plain; SPADE block | latency s | "
               "on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
@@ -617,7 +628,8 @@ def live_markdown(report: dict) -> str:
             f"{_fmt(r.get('share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('block_ceiling_fps'), '.2f')} / "
             f"{_fmt(r.get('block_ceiling_fps_sustained'), '.2f')}, {_fmt(r.get('block_share_of_ceiling'), '.0%')} / "
             f"{_fmt(r.get('block_share_of_ceiling_sustained'), '.0%')} | {_fmt(r.get('share_same_phase'), '.0%')} "
-            f"({_fmt(r.get('share_same_phase_best'), '.0%')}) | {_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
+            f"({_fmt(r.get('share_same_phase_best'), '.0%')}); {_fmt(r.get('block_share_same_phase'), '.0%')} "
+            f"({_fmt(r.get('block_share_same_phase_best'), '.0%')}) | {_fmt(r['latency_s'], '.2f')} | {rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
             f"{_fmt(r['interrupt_s'] * 1e3 if r['interrupt_s'] is not None else None, '.0f')} | {psnr} | "
             f"{_fmt(r['peak_rss_mb'], '.0f')} |")
     ceiling = report["ceiling"]
@@ -630,8 +642,8 @@ def live_markdown(report: dict) -> str:
                                                  for block in stacks)
                   + f", quantized as the bundles are. Burst: the fastest of {ceiling['config']['repeats']} runs. "
                   f"Sustained: the best window of {ceiling['config'].get('window_seconds', 0):g} s of runs back to "
-                  f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and, for "
-                  "the conv stack, one of the round's own configuration right before and right after every round). "
+                  f"back ({ceiling['config'].get('windows', 0)} per configuration before and after the grid, and one "
+                  "of the round's own configuration right before and right after every round). "
                   "On a shared host the two "
                   "can differ by 2x: single runs that fall in a fast phase of the host set the burst figure, which "
                   "no stream lasting seconds keeps up.\n",

@@ -39,6 +39,8 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         (one,) = r["rounds"]  # one round, measured against the ceiling right before and after it
         assert one["ceiling_fps"] > 0 and one["share"] == pytest.approx(one["fps"] / one["ceiling_fps"])
         assert r["share_same_phase"] == r["share_same_phase_best"] == one["share"]
+        assert one["block_ceiling_fps"] > 0 and r["block_share_same_phase"] == one["block_share"] == pytest.approx(
+            one["fps"] / one["block_ceiling_fps"])  # and against the SPADE block's windows
         assert one["ceiling_fps"] <= r["ceiling_fps_sustained"] * (1 + 1e-9)  # the merged one is the best of all
         assert 0 < r["latency_s"] < 60
         assert r["interrupt_s"] is not None and r["interrupt_s"] < 0.2  # the next frame (and a busy machine)
@@ -51,7 +53,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
     assert whens[0] == "before" and whens[-1] == "after" and sum(w.startswith("between") for w in whens) == 2
     assert [w.split(" (")[0] for w in whens[1:-1]] == ["ahead of", "between"] * 2
     blocks = [{e["block"] for e in run["results"]} for run in report["ceiling"]["runs"]]
-    assert blocks[0] == blocks[-1] == {"conv", "spade"} and all(b == {"conv"} for b in blocks[1:-1])
+    assert all(b == {"conv", "spade"} for b in blocks)  # both stacks, before, around each round and after
     for avatar, soak in report["soak"].items():  # the live choice, run as an agent would for 2 s
         print(f"\nsoak {avatar}: {soak}")
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
@@ -98,8 +100,11 @@ def test_pooled_rates_are_best_round_against_the_ceiling_and_each_round_against_
     rounds[0]["ceiling_beside"] = list(beside)
     rounds[1]["ceiling_beside"] = [{**beside[0], "sustained_gmac_per_s": 520.0},
                                    {**beside[0], "sustained_gmac_per_s": 650.0}]
+    rounds[1]["block_beside"] = [{**beside[0], "sustained_gmac_per_s": 325.0}, None]  # the SPADE block's windows
     r = pool_live(case, rounds, gmac, ceiling)
     assert r["gmac_per_frame"] == 30 + 5 * 10 + 50
+    assert [x["block_share"] for x in r["rounds"]] == [None, pytest.approx(4.0)]  # 10 fps / (325 / 130)
+    assert r["block_share_same_phase"] == r["block_share_same_phase_best"] == pytest.approx(4.0)
     assert [x["ceiling_fps"] for x in r["rounds"]] == pytest.approx([2.0, 5.0])  # 260 / 130, 650 / 130
     assert [x["share"] for x in r["rounds"]] == pytest.approx([2.5, 2.0])  # 5 / 2 fps, 10 / 5 fps
     assert r["share_same_phase"] == pytest.approx(2.25) and r["share_same_phase_best"] == pytest.approx(2.5)
