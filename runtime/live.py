@@ -244,6 +244,7 @@ class _Turn:
     playhead: int = -1  # the frame showing
     in_tail: bool = False  # the producer makes the frames past the model's last
     rendering_done: bool = False
+    played: bool = False  # played to its end: pictures made for it afterwards are not wanted
     inflight: deque = field(default_factory=deque)  # (future, started, target, made): renders running, in order
     planned: int = 0  # the next frame the producer may plan (past those in flight; >= made)
 
@@ -507,6 +508,13 @@ class LiveSession:
         self._turns.popleft()
         self._playing = None
         self._show_pos = turn.end_position
+        turn.played = True
+        if not turn.rendering_done:
+            # The clock got to its end before the producer came back to it after its last
+            # picture (a slow host): the idle loop goes on from its end from here, not from
+            # where the idle pictures stopped when it began.
+            turn.rendering_done = True
+            self._idle_next = turn.end_position
         while self._queue and self._queue[0].turn is turn:
             self._queue.popleft()
         self._stats.turns += 1
@@ -688,7 +696,7 @@ class LiveSession:
             return
         with self._cond:
             turn.rendering_done = True
-            if not turn.dropped:
+            if not turn.dropped and not turn.played:  # played: _end_turn has set the idle loop's position
                 self._idle_next = turn.end_position
             self._cond.notify_all()
 
@@ -723,7 +731,7 @@ class LiveSession:
         """Queue a turn's pictures; frames before ``made`` are then made or passed over."""
         with self._cond:
             turn.made = made
-            if not turn.dropped and not self._closed:
+            if not turn.dropped and not turn.played and not self._closed:
                 self._queue.extend(pictures)
                 self._cond.notify_all()
 
