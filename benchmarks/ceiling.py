@@ -121,6 +121,11 @@ class CeilingConfig:
         return (f"{n} x SPADE block (conditioning, gamma, beta and main Conv 3x3 {c}->{c}, instance norm, "
                 f"modulation, LeakyReLU) at {s}x{s}, batch {self.batch}")
 
+    @staticmethod
+    def input_names(block: str) -> tuple[str, ...]:
+        """The graph inputs of the ``block`` stack (the keys of :meth:`inputs`)."""
+        return ("x",) if block == "conv" else ("x", "cond")
+
     def inputs(self, block: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Random inputs of the ``block`` stack: non-negative, as the renderer's convolutions
         see after a (leaky) ReLU; the SPADE block's main input centred on zero (instance
@@ -171,8 +176,7 @@ def conv_stack_onnx(path: Path, config: CeilingConfig, seed: int = 0, block: str
             current = conv(f"conv{k}", op("LeakyRelu", [modulated], f"spade{k}/act", alpha=0.2))
     nodes.append(helper.make_node("Identity", [current], ["y"], name="/output/Identity"))
     spec = [b, c, s, s]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, spec)
-              for name in config.inputs(block, np.random.default_rng(0))]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, spec) for name in config.input_names(block)]
     graph = helper.make_graph(nodes, f"{block}_stack", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, spec)], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="iplap.ceiling")

@@ -401,7 +401,7 @@ def run_live_bench(config: LiveBenchConfig, show_progress: bool = True) -> dict:
                 if measures_ceiling and files:
                     ceiling(f"between (round {round_ + 1}, {case.label})", case)
                     beside.append(ceiling_runs[-1])
-                for block, key in SAME_PHASE_KEYS.items():
+                for block, (_, key) in STACK_FIELDS.items():
                     rounds[k][-1][key] = [ceiling_entry(run, case, block) for run in beside]
                 bar.update()
         if measures_ceiling:
@@ -458,7 +458,7 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     )
     per_frame = frame_gmac(gmac, out["distinct_refs"])
     out["gmac_per_frame"] = per_frame
-    for block, prefix in (("conv", ""), ("spade", "block_")):
+    for block, (prefix, _) in STACK_FIELDS.items():
         entry = ceiling_entry(ceiling, case, block)
         for suffix, key in (("", "gmac_per_s"), ("_sustained", "sustained_gmac_per_s")):
             peak = entry.get(key) if entry else None
@@ -469,7 +469,7 @@ def pool_live(case: LiveCase, rounds: list[dict], gmac: dict | None, ceiling) ->
     names = dict.fromkeys(k for st in stages for k in st)  # every round's stages, in order of appearance
     out["stage_ms"] = {k: statistics.median(st.get(k, 0.0) for st in stages) for k in names}
     out["rounds"] = [_same_phase(r, per_frame) for r in rounds if r["frame_seconds"]]
-    for prefix in ("", "block_"):
+    for prefix, _ in STACK_FIELDS.values():
         shares = [r[f"{prefix}share"] for r in out["rounds"] if r[f"{prefix}share"] is not None]
         out[f"{prefix}share_same_phase"] = statistics.median(shares) if shares else None
         out[f"{prefix}share_same_phase_best"] = max(shares) if shares else None
@@ -485,8 +485,9 @@ def ceiling_entry(ceiling, case: LiveCase, block: str = "conv") -> dict | None:
     return ceiling_result(ceiling, case.backend, case.ceiling_precision, case.threads, block)
 
 
-#: The ceiling entries measured beside a round, by stack: the plain one and the SPADE block.
-SAME_PHASE_KEYS = {"conv": "ceiling_beside", "spade": "block_beside"}
+#: Per ceiling stack (the plain one, the SPADE block): the prefix of its fields in a
+#: result, and the key of the entries measured beside a round.
+STACK_FIELDS = {"conv": ("", "ceiling_beside"), "spade": ("block_", "block_beside")}
 
 
 def _same_phase(round_: dict, per_frame: float | None) -> dict:
@@ -496,7 +497,7 @@ def _same_phase(round_: dict, per_frame: float | None) -> dict:
     the share of what the machine did at the time."""
     fps = 1 / statistics.median(round_["frame_seconds"])
     out = {"fps": fps}
-    for (block, key), prefix in zip(SAME_PHASE_KEYS.items(), ("", "block_")):
+    for prefix, key in STACK_FIELDS.values():
         rates = [e["sustained_gmac_per_s"] for e in round_.get(key, []) if e and e.get("sustained_gmac_per_s")]
         ceiling_fps = max(rates) / per_frame if rates and per_frame else None
         out[f"{prefix}ceiling_fps"] = ceiling_fps
