@@ -17,12 +17,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
 
 SEGMENTS = [(0.5, 1.3), (1.3, 2.1), (2.1, 2.9), (2.9, 3.7), (3.7, 4.4)]
 
@@ -67,31 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    ray_bin = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     results: dict = {"local": [], "ray": [], "jobs": len(SEGMENTS), "cpu_count": os.cpu_count(), "refs": args.refs}
     common = ["--refs", str(args.refs), "--threads", str(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = make_inputs(tmp)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        # The cluster's daemons outlive `ray start` and keep its stdout and stderr: a file, not a
-        # pipe, or they die of SIGPIPE once this process stops reading.
-        with open(tmp / "ray-start.log", "w") as log:
-            subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            f"--num-cpus={args.workers * args.threads}", "--include-dashboard=false",
-                            "--disable-usage-stats", "--object-store-memory=800000000", f"--temp-dir={tmp / 'ray-cluster'}"],
-                           check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+        address = start_loopback_cluster(tmp / "ray-cluster", num_cpus=args.workers * args.threads,
+                                         object_store_bytes=800_000_000)
         try:
             for _ in range(args.rounds):
                 results["local"].append(run_batch(manifest, args.bundle, tmp / "local",
                                                   ["--workers", str(args.workers), *common]))
                 results["ray"].append(run_batch(manifest, args.bundle, tmp / "ray",
-                                                ["--ray", f"127.0.0.1:{port}", *common]))
+                                                ["--ray", address, *common]))
         finally:
-            subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env)
+            stop_loopback_cluster()
     best = {k: min(results[k], key=lambda r: r["wall_s"]) for k in ("local", "ray")}
     overhead = (best["ray"]["wall_s"] - best["local"]["wall_s"]) / len(SEGMENTS)
     results["ray_overhead_per_job_s"] = overhead

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -201,22 +200,11 @@ def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | No
     """Start a one-node Ray cluster on loopback with ``num_cpus`` CPUs (its workers see this
     process's environment and ``env``), yield its address, stop it."""
     pytest.importorskip("ray", reason="the Ray tests need the ray extra (pip install 'iplap[ray]')")
-    ray_bin = Path(sys.executable).with_name("ray")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-    temp = tmp_path_factory.mktemp("ray")
-    # The cluster's daemons outlive `ray start` and keep its stdout and stderr: a file, not a
-    # pipe, or they die of SIGPIPE once nobody reads it.
-    with open(temp / "start.log", "w") as log:
-        start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                                f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
-                                "--object-store-memory=600000000", f"--temp-dir={temp}"],
-                               stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300)
-    assert start.returncode == 0, (temp / "start.log").read_text()[-3000:]
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=300)
+    from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
+
+    yield start_loopback_cluster(tmp_path_factory.mktemp("ray"), num_cpus=num_cpus, object_store_bytes=600_000_000,
+                                 env=env)
+    stop_loopback_cluster()
 
 
 @pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
