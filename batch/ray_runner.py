@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -133,6 +134,29 @@ def _frames(n: int) -> str:
     return f"{n} frame{'s' * (n != 1)}"
 
 
+#: Seconds to wait for a TCP connection to an explicit cluster address before ``ray.init``.
+PROBE_TIMEOUT_S = 5.0
+
+
+def cluster_endpoint(address: str | None) -> tuple[str, int] | None:
+    """``(host, port)`` of an explicit cluster address (``HOST:PORT``, ``[IPv6]:PORT``,
+    ``ray://HOST:PORT``); ``None`` for ``auto`` or anything else, which is left to Ray."""
+    host, sep, port = (address or "").split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _refused_token(exc: BaseException) -> bool:
+    """Whether ``ray.init`` failed because the cluster rejected (or missed) a token. Ray raises
+    a plain ConnectionError whose causes name ``InvalidAuthToken``."""
+    while exc is not None:
+        if type(exc).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class RayRunner:
     def __init__(self, bundle: Bundle, config: BatchConfig):
         try:
@@ -146,9 +170,24 @@ class RayRunner:
         ray = self.ray
         if ray.is_initialized():
             return
+        endpoint = cluster_endpoint(self.address)
+        if endpoint is not None:
+            # Ray retries an address where nothing listens for about 14 minutes (20 tries of
+            # about 41 s each, seen with Ray 2.60): a wrong port fails here at once instead.
+            try:
+                socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S).close()
+            except OSError as exc:
+                raise IplapError(f"nothing answers at {self.address!r} ({exc.strerror or exc}); start a Ray cluster "
+                                 "with `ray start --head` and pass its address") from None
         try:
             ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            if _refused_token(exc):
+                # Ray sends its token to an explicit address only when told to (it would hand
+                # the token to whatever listens there): we do not turn that on for the user.
+                raise IplapError(f"the Ray cluster at {self.address!r} refused this client's authentication token "
+                                 "(it has token authentication on): set RAY_AUTH_MODE=token, and RAY_AUTH_TOKEN "
+                                 "(or ~/.ray/auth_token) to the cluster's token") from None
             raise IplapError(f"cannot reach a Ray cluster at {self.address!r} ({first_line(exc)}); start one with "
                              "`ray start --head` and pass its address") from None
 

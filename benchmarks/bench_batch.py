@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
+from iplap.batch.ray_cluster import auth_env, start_loopback_cluster, stop_loopback_cluster
 
 SEGMENTS = [(0.5, 1.3), (1.3, 2.1), (2.1, 2.9), (2.9, 3.7), (3.7, 4.4)]
 
@@ -47,11 +48,12 @@ def make_inputs(folder: Path) -> Path:
     return folder / "jobs.csv"
 
 
-def run_batch(manifest: Path, bundle: Path, out_dir: Path, extra: list[str]) -> dict:
+def run_batch(manifest: Path, bundle: Path, out_dir: Path, extra: list[str], env: dict[str, str] | None = None) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "iplap", "batch", str(manifest), "--bundle", str(bundle), "--out",
-                             str(out_dir), "--quiet", *extra], capture_output=True, text=True)
+                             str(out_dir), "--quiet", *extra], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"iplap batch failed ({result.returncode}):\n{result.stderr[:3000]}")
@@ -73,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = make_inputs(tmp)
+        # A fresh token: the cluster's ports listen on every interface while it runs.
+        token = secrets.token_hex(32)
         address = start_loopback_cluster(tmp / "ray-cluster", num_cpus=args.workers * args.threads,
-                                         object_store_bytes=800_000_000)
+                                         object_store_bytes=800_000_000, token=token)
         try:
             for _ in range(args.rounds):
                 results["local"].append(run_batch(manifest, args.bundle, tmp / "local",
                                                   ["--workers", str(args.workers), *common]))
                 results["ray"].append(run_batch(manifest, args.bundle, tmp / "ray",
-                                                ["--ray", address, *common]))
+                                                ["--ray", address, *common], env=auth_env(token)))
         finally:
             stop_loopback_cluster()
     best = {k: min(results[k], key=lambda r: r["wall_s"]) for k in ("local", "ray")}
