@@ -144,6 +144,8 @@ def cluster_endpoint(address: str | None) -> tuple[str, int] | None:
     host, sep, port = (address or "").split("://", 1)[-1].rpartition(":")
     if not sep or not host or not port.isdigit():
         return None
+    if not 0 < int(port) < 65536:  # the resolver would take 99999 modulo 65536: another port
+        raise IplapError(f"--ray {address}: {port} is not a port (1 to 65535)")
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 

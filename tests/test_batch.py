@@ -196,14 +196,15 @@ def ray_cluster(tmp_path_factory):
     yield from _start_ray_cluster(tmp_path_factory, num_cpus=2)
 
 
-def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | None = None):
+def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | None = None, token: str | None = None):
     """Start a one-node Ray cluster on loopback with ``num_cpus`` CPUs (its workers see this
-    process's environment and ``env``), yield its address, stop it."""
+    process's environment and ``env``; token authentication if ``token``), yield its address,
+    stop it."""
     pytest.importorskip("ray", reason="the Ray tests need the ray extra (pip install 'iplap[ray]')")
     from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
 
     yield start_loopback_cluster(tmp_path_factory.mktemp("ray"), num_cpus=num_cpus, object_store_bytes=600_000_000,
-                                 env=env)
+                                 env=env, token=token)
     stop_loopback_cluster()
 
 

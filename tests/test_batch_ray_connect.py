@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from iplap import IplapError
 from iplap.batch.ray_runner import _refused_token, cluster_endpoint
-from test_batch import _records
+from test_batch import _records, _start_ray_cluster
 from test_batch_faults import _error_line
 
 
@@ -26,6 +27,11 @@ from test_batch_faults import _error_line
 ])
 def test_the_cluster_endpoint_is_read_from_explicit_addresses_only(address, endpoint):
     assert cluster_endpoint(address) == endpoint
+
+
+def test_a_port_out_of_range_is_refused_not_wrapped():
+    with pytest.raises(IplapError, match="99999 is not a port"):
+        cluster_endpoint("127.0.0.1:99999")
 
 
 def test_a_refused_token_is_found_among_the_causes_of_rays_connection_error():
@@ -71,13 +77,9 @@ def test_nothing_at_the_address_is_a_one_line_error(wall_job, bundle_dir, tmp_pa
 @pytest.fixture(scope="module")
 def token_ray(tmp_path_factory):
     """A one-node loopback cluster with token authentication on: (address, token)."""
-    pytest.importorskip("ray", reason="the Ray tests need the ray extra (pip install 'iplap[ray]')")
-    from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
-
     token = secrets.token_hex(32)
-    yield start_loopback_cluster(tmp_path_factory.mktemp("ray"), num_cpus=1, object_store_bytes=300_000_000,
-                                 token=token), token
-    stop_loopback_cluster()
+    for address in _start_ray_cluster(tmp_path_factory, num_cpus=1, token=token):
+        yield address, token
 
 
 def test_a_cluster_with_token_authentication_refuses_a_client_without_the_token_in_one_line(
