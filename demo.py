@@ -10,11 +10,12 @@ pipeline is real, the model is not. With the official checkpoints (pass
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
-from .errors import BundleError, IplapError
+from .cache import CACHE_ENV, cache_dir
+from .errors import IplapError
+from .flags import path_arg
 from .runtime.constants import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -25,40 +26,7 @@ STANDIN_NOTE = ("note: the demo uses stand-in checkpoints with random weights, s
 
 
 def resolve_cache_dir(path: Path | None = None) -> Path:
-    if path is not None:
-        return Path(path)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "iplap"
-
-
-def demo_bundle(cache: Path, checkpoint_dir: Path | None = None) -> Path:
-    """The bundle the demo renders with, exported once and reused while it verifies."""
-    try:
-        from .export.bundle_writer import ExportConfig, export_bundle
-        from .models import write_standin_checkpoints
-    except ImportError as exc:
-        raise IplapError(f"iplap demo exports a bundle and needs the export extra ({exc.name} is missing): "
-                         "pip install 'iplap[export]'") from None
-    from .runtime.bundle import Bundle
-    from .runtime.files import sha256_file
-
-    if checkpoint_dir is None:
-        checkpoint_dir = cache / "standin-checkpoints"
-        write_standin_checkpoints(checkpoint_dir)
-    name = "standin-bundle" if checkpoint_dir == cache / "standin-checkpoints" else "demo-bundle"
-    bundle_dir = cache / name
-    config = ExportConfig.from_dir(checkpoint_dir, bundle_dir, overwrite=True)
-    if bundle_dir.exists():
-        try:
-            bundle = Bundle.load(bundle_dir)
-            wanted = {"landmark_generator": sha256_file(config.landmark_checkpoint),
-                      "renderer": sha256_file(config.renderer_checkpoint)}
-            if all(bundle.manifest["checkpoints"][k]["sha256"] == v for k, v in wanted.items()):
-                return bundle_dir
-        except (BundleError, KeyError):
-            pass
-    print(f"exporting a model bundle to {bundle_dir} (once; about two minutes)...", file=sys.stderr)
-    return export_bundle(config).root
+    return Path(path) if path is not None else cache_dir()
 
 
 def run_demo(out_path: Path, cache_dir: Path | None = None, checkpoint_dir: Path | None = None,
@@ -71,7 +39,13 @@ def run_demo(out_path: Path, cache_dir: Path | None = None, checkpoint_dir: Path
     check_output_path(out_path)
     cache = resolve_cache_dir(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    bundle = demo_bundle(cache, checkpoint_dir)
+    try:
+        from .export.reference import cached_bundle
+    except ImportError as exc:
+        raise IplapError(f"iplap demo exports a bundle and needs the export extra ({exc.name} is missing): "
+                         "pip install 'iplap[export]'") from None
+    bundle = cached_bundle(cache, checkpoint_dir, on_export=lambda folder: print(
+        f"exporting a model bundle to {folder} (once; about two minutes)...", file=sys.stderr))
     if checkpoint_dir is None:
         print(STANDIN_NOTE, file=sys.stderr)
     pipeline = Pipeline(bundle, PipelineConfig(backend=BackendConfig(backend=backend, threads=threads)))
@@ -79,3 +53,24 @@ def run_demo(out_path: Path, cache_dir: Path | None = None, checkpoint_dir: Path
     print(f"wrote {report.path}: {report.frames} frames ({report.seconds_per_frame:.2f} s per frame)",
           file=sys.stderr)
     return report.path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="render the sample photo speaking the sample speech (stand-in weights)",
+                       description="Write the stand-in checkpoints, export a bundle into the cache folder (once), "
+                                   "and render the sample photo with the sample speech. Needs the export extra. "
+                                   "Stand-in weights are random: the face region is noise, the pipeline is real.")
+    p.add_argument("--out", type=path_arg, default=Path("demo.mp4"), help="output mp4 (default demo.mp4)")
+    p.add_argument("--cache-dir", type=path_arg,
+                   help=f"where the stand-in bundle is kept (default {CACHE_ENV}, else ~/.cache/iplap)")
+    p.add_argument("--checkpoint-dir", type=path_arg, help="use these (official) checkpoints instead of stand-ins")
+    p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help="inference backend (default %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="threads for inference (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    run_demo(args.out, cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir, backend=args.backend,
+             threads=args.threads, show_progress=not args.quiet)
+    return 0

@@ -10,6 +10,33 @@ from pathlib import Path
 _TYPES = {"int": int, "float": float, "str": str, "Path": Path}
 
 
+def path_arg(value: str) -> Path:
+    """A path flag's value, ``~`` expanded."""
+    return Path(value).expanduser()
+
+
+def int_list(value: str) -> tuple[int, ...]:
+    """A flag of comma-separated whole numbers (``5,10,25``)."""
+    import argparse
+
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def name_list(value: str, choices, what: str) -> tuple[str, ...]:
+    """A flag of comma-separated names, each one of ``choices``, or an :class:`IplapError` naming the
+    first that is not (``what``: the flag, e.g. ``--backends``)."""
+    from .errors import IplapError
+
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in choices]
+    if unknown or not names:
+        raise IplapError(f"unknown {what} {unknown[0] if unknown else value!r}: choose from {', '.join(choices)}")
+    return names
+
+
 def setting(default, help: str, **flag):
     """A dataclass field that is a flag, with its help (and argparse extras such as
     ``metavar``, ``choices`` or ``action``)."""
@@ -52,4 +79,4 @@ def settings_from(args, settings, **given):
     return settings(**values, **given)
 
 
-__all__ = ["add_flags", "setting", "settings_from"]
+__all__ = ["add_flags", "int_list", "name_list", "path_arg", "setting", "settings_from"]

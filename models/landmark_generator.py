@@ -15,11 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Frames per landmark window (T), reference landmark sets (Nl), and landmark counts.
+#: Frames per landmark window (T), and the transformer's width.
 T_FRAMES = 5
-N_REF_LANDMARKS = 15
-N_POSE = 74
-N_CONTENT = 57
 D_MODEL = 512
 
 

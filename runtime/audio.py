@@ -26,7 +26,6 @@ import numpy as np
 from ..errors import LimitError, MediaError, first_line
 from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
 from .files import check_input_file
-from .resample import resample_like_librosa
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,10 @@ class Speech:
         """What the model hears: mono at 16 kHz, as the original reads speech (computed once)."""
         cached = self.__dict__.get("_for_model")
         if cached is None:
+            # Imported here: it loads numba, and the bundle manifest's readers (``iplap --help``
+            # among them) import this module without ever resampling.
+            from .resample import resample_like_librosa
+
             cached = resample_like_librosa(self.mono(), self.sample_rate, SAMPLE_RATE)
             cached.setflags(write=False)
             object.__setattr__(self, "_for_model", cached)  # frozen: set once, as a cache
@@ -212,14 +215,6 @@ def mel_filterbank(config: MelConfig = MelConfig()) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _hann(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic, as scipy's fftbins=True
-
-
-def preemphasize(wav: np.ndarray, k: float) -> np.ndarray:
-    """y[n] = x[n] - k x[n-1], with y[0] = x[0] (scipy.signal.lfilter([1, -k], [1], x))."""
-    wav = np.asarray(wav, dtype=np.float64)
-    out = wav.copy()
-    out[1:] -= k * wav[:-1]
-    return out
 
 
 def _normalise_db(mel: np.ndarray, config: MelConfig) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import AvatarError
 from .landmarks import N_POSE, normalise_to_box
-from .files import create_temp_file, move_into_place
+from .files import check_input_file, create_temp_file, move_into_place
 from .media import FrameTimeline
 from .renderer import References
 
@@ -159,8 +159,7 @@ class Avatar:
     def load(cls, path: str | Path, bundle_id: str | None = None) -> "Avatar":
         """Read and verify an avatar file; ``bundle_id`` must match when given."""
         path = Path(path)
-        if not path.is_file():
-            raise AvatarError(f"avatar file not found: {path}")
+        check_input_file(path, "avatar", error=AvatarError)
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError):

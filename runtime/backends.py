@@ -20,9 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import BackendError, first_line
+from ..errors import BackendError, IplapError, first_line
 from ..telemetry import import_openvino
-from .constants import BACKENDS
+from .constants import INFERENCE_PRECISIONS, Backend, check_backend
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,12 @@ class BackendConfig:
     """How to run graphs. Per call, not part of the model bundle.
 
     Attributes:
-        backend: ``"onnxruntime"`` or ``"openvino"``.
+        backend: a :class:`Backend` or its name, ``"onnxruntime"`` or ``"openvino"``.
         device: OpenVINO device (``"CPU"``, ``"GPU"``, ``"AUTO"``, ...). ONNX Runtime: ``"CPU"``.
         threads: intra-op threads; 0 lets the backend choose (all physical cores).
         cache_dir: OpenVINO model cache (``CACHE_DIR``); compiled models load faster next time.
-        precision: OpenVINO inference precision hint: ``"f32"`` (exact), ``"bf16"`` or ``"f16"``.
+        inference_precision: OpenVINO's inference precision hint (``INFERENCE_PRECISIONS``):
+            ``"f32"`` (exact), ``"bf16"`` or ``"f16"``.
             ``None`` (default): what the model bundle was calibrated for, else f32. Never
             the device's own default, which is bf16 on CPUs that have it.
         streams: calls of one graph meant to run at once, from as many threads (a live
@@ -52,24 +53,27 @@ class BackendConfig:
             the two graphs one after the other (for comparison).
     """
 
-    backend: str = "onnxruntime"
+    backend: Backend | str = Backend.ONNXRUNTIME
     device: str = "CPU"
     threads: int = 0
     cache_dir: Path | None = None
-    precision: str | None = None
+    inference_precision: str | None = None
     streams: int = 1
     fuse_flow: bool = True
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise BackendError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        try:
+            object.__setattr__(self, "backend", check_backend(self.backend))
+        except IplapError as exc:
+            raise BackendError(exc.message) from None
         if self.threads < 0:
             raise BackendError(f"threads must be >= 0, got {self.threads}")
-        if self.backend == "onnxruntime" and self.device.upper() != "CPU":
+        if self.backend == Backend.ONNXRUNTIME and self.device.upper() != "CPU":
             raise BackendError(f"the onnxruntime backend runs on CPU only, not {self.device!r}; "
-                               "the openvino backend runs on other devices", setting="backend", suggestion="openvino")
-        if self.precision not in (None, "f32", "bf16", "f16"):
-            raise BackendError(f"unknown precision {self.precision!r}: choose f32, bf16 or f16")
+                               "the openvino backend runs on other devices", setting="backend", suggestion=Backend.OPENVINO.value)
+        if self.inference_precision not in (None, *INFERENCE_PRECISIONS):
+            raise BackendError(f"unknown inference precision {self.inference_precision!r}: choose one of "
+                               f"{', '.join(INFERENCE_PRECISIONS)}")
         if isinstance(self.streams, bool) or not isinstance(self.streams, int) or self.streams < 1:
             raise BackendError(f"streams must be a whole number >= 1, got {self.streams!r}")
 
@@ -248,7 +252,7 @@ def load_model(path: str | Path, config: BackendConfig, output_names: list[str] 
     output port several tensor names; these pick the right one.
     """
     path = Path(path)
-    if config.backend == "onnxruntime":
+    if config.backend == Backend.ONNXRUNTIME:
         return _load_onnxruntime(path, config)
     return _load_openvino(path, config, output_names)
 
@@ -314,7 +318,7 @@ def openvino_properties(config: BackendConfig) -> dict[str, object]:
     if config.threads and device.startswith("CPU"):
         props["INFERENCE_NUM_THREADS"] = config.threads
     if not device.startswith(("AUTO", "MULTI", "HETERO")):
-        props["INFERENCE_PRECISION_HINT"] = config.precision or "f32"
+        props["INFERENCE_PRECISION_HINT"] = config.inference_precision or "f32"
     if config.cache_dir is not None:
         Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         props["CACHE_DIR"] = str(config.cache_dir)
@@ -335,6 +339,6 @@ def _load_openvino(path: Path, config: BackendConfig, output_names: list[str] | 
 
 def for_bundle(config: BackendConfig, hint: str | None) -> BackendConfig:
     """``config`` with the bundle's OpenVINO precision hint, unless the caller chose one."""
-    if config.precision is not None or config.backend != "openvino" or not hint:
+    if config.inference_precision is not None or config.backend != Backend.OPENVINO or not hint:
         return config
-    return dataclasses.replace(config, precision=hint)
+    return dataclasses.replace(config, inference_precision=hint)

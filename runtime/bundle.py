@@ -1,6 +1,6 @@
 """Model bundles: a folder of graphs plus ``manifest.json``, and its checks on load.
 
-A bundle holds one ONNX file and one OpenVINO IR per graph (see :data:`GRAPHS`), the
+A bundle holds one ONNX file and one OpenVINO IR per graph (see :data:`GRAPH_SPECS`), the
 face-tracking models, and a manifest that records what produced them: the format
 version, the checkpoints' sha256, every file's sha256, precision, opset, tool versions,
 each graph's inputs and outputs, and the model constants. Loading checks the format
@@ -14,15 +14,15 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata as _metadata
 from pathlib import Path
 
 from ..errors import BundleError
 from .audio import MelConfig
 from .constants import DEFAULT_REFS, FPS, IMAGE_SIZE, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES
-from .files import create_temp_dir, replace_dir, sha256_file
+from ..provenance import sha256_file
+from .files import create_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _modulations(batch) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(n, (batch, *_MOD_SHAPES[n.split("_")[0]][1:]), (-1.0, 1.0)) for n in MODULATION_NAMES)
 
 
-GRAPHS: tuple[GraphSpec, ...] = (
+GRAPH_SPECS: tuple[GraphSpec, ...] = (
     GraphSpec("landmark_generator",
               (TensorSpec("mels", (B, 5, 1, 80, 16), _MEL), TensorSpec("pose", (B, 5, 2, 74)),
                TensorSpec("ref_pose", (B, 15, 2, 74)), TensorSpec("ref_content", (B, 15, 2, 57))),
@@ -87,7 +87,7 @@ GRAPHS: tuple[GraphSpec, ...] = (
                TensorSpec("wrapped_h2", (1, 256, 64, 64)), TensorSpec("mel", (1, 1, 80, 16), _MEL)),
               (TensorSpec("generated_face", (1, 3, 128, 128)),)),
 )
-GRAPH_BY_NAME = {g.name: g for g in GRAPHS}
+GRAPH_BY_NAME = {g.name: g for g in GRAPH_SPECS}
 GRAPH_NAMES = tuple(GRAPH_BY_NAME)
 
 #: Model constants written into every manifest.
@@ -97,17 +97,6 @@ CONSTANTS = {
                                                       "preemphasis")},
             "window_frames": MEL_WINDOW},
 }
-
-
-def package_versions(packages: Iterable[str], missing: str | None = "not installed") -> dict[str, str | None]:
-    """The installed version of each package (``missing`` where it is not installed)."""
-    versions = {}
-    for package in packages:
-        try:
-            versions[package] = _metadata.version(package)
-        except _metadata.PackageNotFoundError:
-            versions[package] = missing
-    return versions
 
 
 def check_destination(bundle_dir: str | Path, overwrite: bool) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import IplapError
 from .backends import BackendConfig
-from .constants import DEFAULT_REFS, FACE_MODES, MAX_REFS, MIN_REFS, MISSING_FACE_MODES
+from .constants import DEFAULT_REFS, FACE_MODES, MISSING_FACE_MODES, check_refs
 
 
 def check_missing_face_mode(mode: str) -> None:
@@ -40,9 +40,7 @@ class PipelineConfig:
     smoothing: bool = False
 
     def __post_init__(self):
-        if not MIN_REFS <= self.refs <= MAX_REFS:
-            raise IplapError(f"refs (the number of reference images) must be between {MIN_REFS} and {MAX_REFS}, "
-                             f"got {self.refs}")
+        check_refs(self.refs)
         if self.face_mode not in FACE_MODES:
             raise IplapError(f"unknown face_mode {self.face_mode!r}: choose one of {', '.join(FACE_MODES)}")
         check_missing_face_mode(self.on_missing_face)

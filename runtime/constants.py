@@ -2,7 +2,13 @@
 
 Every module that needs one imports it from here, and the bundle manifest records them
 (``iplap.runtime.bundle.CONSTANTS``), so that a bundle made for other numbers is refused.
+The limits that every front end checks (the number of references, sample rates, backend
+names, H.264 quality) are :mod:`iplap.limits`', imported here for the runtime.
 """
+
+from ..limits import (BACKENDS, DEFAULT_CRF, DEFAULT_REFS, INFERENCE_PRECISIONS, MAX_CRF, MAX_REFS,  # noqa: F401
+                      MAX_SAMPLE_RATE, MIN_CRF, MIN_REFS, MIN_SAMPLE_RATE, Backend, check_backend, check_crf,
+                      check_refs)
 
 #: Video frames per second: faces are converted to it and outputs are written at it.
 FPS = 25
@@ -14,22 +20,28 @@ MEL_WINDOW = 16
 T_FRAMES = 5
 #: Reference landmark sets (Nl) the landmark generator takes.
 N_LANDMARK_REFS = 15
-#: Reference images (N) the renderer takes in the original release.
-DEFAULT_REFS = 25
 #: Side of the square face crops, sketches and rendered faces, in pixels.
 IMAGE_SIZE = 128
+#: Output frames the first render of a stream makes: frames 0, 1 and 2 (the original writes
+#: its first rendered frame three times, so that there is one frame per mel window); render
+#: ``i > 0`` makes frame ``i + 2`` (see :func:`frames_of_render`, :func:`render_of_frame`).
+FIRST_RENDER_FRAMES = 3
 
-# -- limits and names that every front end checks the same way ------------------------------------
-#: The numbers of reference images N a pipeline accepts (inclusive).
-MIN_REFS, MAX_REFS = 1, 100
-#: The sample rates (Hz, inclusive) that speech may have, in any format or stream.
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
-#: The inference backends.
-BACKENDS = ("onnxruntime", "openvino")
-#: The calibration gate's default: a quantized bundle is kept only if its faces' mean PSNR
-#: against the exact (fp32) bundle reaches this many dB.
-MIN_GATE_PSNR_DB = 35.0
 #: How a pipeline follows faces from frame to frame (``PipelineConfig.face_mode``).
 FACE_MODES = ("static", "track")
 #: What to do with frames of the face video where no face is found (``PipelineConfig.on_missing_face``).
 MISSING_FACE_MODES = ("pass", "fill", "error")
+
+
+# -- the render-to-frame rule -------------------------------------------------------------------
+
+def frames_of_render(render: int) -> tuple[int, ...]:
+    """The output frames render ``render`` makes: (0, 1, 2) for the first, ``render + 2`` after."""
+    lead = FIRST_RENDER_FRAMES - 1
+    return tuple(range(FIRST_RENDER_FRAMES)) if render == 0 else (render + lead,)
+
+
+def render_of_frame(frame: int) -> int:
+    """The render that makes output frame ``frame`` (the inverse of :func:`frames_of_render`);
+    also the landmark window's offset of that frame in the face video."""
+    return max(0, frame - (FIRST_RENDER_FRAMES - 1))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import logging
 import os
 import secrets
@@ -25,30 +24,24 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import MediaError
+from ..errors import IplapError, MediaError
 
 log = logging.getLogger(__name__)
 
 
-def check_input_file(path: Path, what: str, name: str | None = None) -> None:
-    """Refuse an input that is a folder, missing or empty, with a :class:`MediaError` naming
-    it (``what``: "audio", "face"; ``name``: how to name the file, its path by default)."""
+def check_input_file(path: str | Path, what: str, name: str | None = None,
+                     error: type[IplapError] = MediaError) -> None:
+    """Refuse an input that is a folder, missing or empty, with an ``error`` (a :class:`MediaError`
+    by default) naming it (``what``: "audio", "face", "avatar"; ``name``: how to name the file,
+    its path by default)."""
+    path = Path(path)
     shown = name or path
     if path.is_dir():
-        raise MediaError(f"{what} path is a folder: {shown}")
+        raise error(f"{what} path is a folder: {shown}")
     if not path.is_file():
-        raise MediaError(f"{what} file not found: {shown}")
+        raise error(f"{what} file not found: {shown}")
     if path.stat().st_size == 0:
-        raise MediaError(f"{what} file is empty: {shown}")
-
-
-def sha256_file(path: str | Path) -> str:
-    """The sha256 of a file, read a block at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        raise error(f"{what} file is empty: {shown}")
 
 
 def _temporary_name(directory: Path, prefix: str, suffix: str) -> Path:

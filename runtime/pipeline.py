@@ -42,15 +42,16 @@ from .avatar import Avatar, FaceTrack
 from .backends import InferenceModel
 from .bundle import GRAPH_NAMES, Bundle
 from .config import MISSING_FACE_MODES, PipelineConfig
-from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE, T_FRAMES
+from .constants import DEFAULT_CRF, FPS, IMAGE_SIZE, SAMPLE_RATE, T_FRAMES
 from .face_source import FaceSource, open_face
-from .files import sha256_file
+from ..provenance import sha256_file
 from .landmarks import lip_openness, select_references
 from .live import LiveConfig, LiveSession
 from .media import VideoWriter, check_audio_encoder, check_output_path
-from .renderer import LandmarkGenerator, Renderer
+from .pcm import AudioFormat
+from .renderer import LandmarkGenerator, Models, Renderer
 from .reports import Frame, RenderReport, StageClock
-from .session import StreamSession
+from .session import StreamSession, StreamSetup
 from .sketch import draw_sketches
 from .tracking import crop_face, describe_frames, nearest_good, track_faces
 
@@ -97,6 +98,7 @@ class Pipeline:
         self.n_landmark_refs = int(bundle.constants["Nl"])
         self.landmark_generator = landmark_generator
         self.renderer = renderer
+        self.models = Models(landmark_generator, renderer)  # what its streams render with
         self._faces = faces  # loaded on first use; shared with with_config/with_graphs copies
 
     def _copy(self, *, config: PipelineConfig | None = None, landmark_generator: LandmarkGenerator | None = None,
@@ -214,7 +216,7 @@ class Pipeline:
         return avatar
 
     # -- per speech -----------------------------------------------------------------------
-    def render(self, face: str | Path | Avatar, audio: str | Path | Speech, out_path: str | Path, crf: int = 18,
+    def render(self, face: str | Path | Avatar, audio: str | Path | Speech, out_path: str | Path, crf: int = DEFAULT_CRF,
                show_progress: bool = False, on_progress: Progress | None = None) -> RenderReport:
         """Render ``face`` (a face file or an avatar) speaking ``audio`` into the mp4 ``out_path``.
 
@@ -235,7 +237,7 @@ class Pipeline:
             speech.check()
             wav = speech.for_model()
         avatar = face if isinstance(face, Avatar) else self._prepare(Path(face), show_progress, clock)
-        with StreamSession(self, avatar, clock=clock) as session:
+        with StreamSession(StreamSetup(self.models, avatar), clock=clock) as session:
             with clock.time("mel"):
                 session.accept(wav)
                 session.finish()
@@ -256,8 +258,7 @@ class Pipeline:
         See :class:`StreamSession` for the audio it takes. Use it as a context manager (or
         call ``close``) so that the face video it reads is closed.
         """
-        avatar = face if isinstance(face, Avatar) else self.prepare(face)
-        return StreamSession(self, avatar, sample_rate, channels)
+        return StreamSession(self._setup(face, sample_rate, channels))
 
     def open_live(self, face: str | Path | Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1, *,
                   realtime: bool = True, on_playback_started: Callable[[], None] | None = None,
@@ -267,11 +268,19 @@ class Pipeline:
 
         See :class:`~iplap.runtime.live.LiveSession` (``push``, ``end_of_turn``, ``interrupt``,
         ``frames``, ``stats``); close it (or use it as a context manager) to stop its worker.
+        ``config.workers`` (renders in flight) defaults to the backend's ``streams``.
         """
-        avatar = face if isinstance(face, Avatar) else self.prepare(face)
-        return LiveSession(self, avatar, sample_rate, channels, realtime=realtime,
+        config = config or LiveConfig()
+        workers = config.workers or self.config.backend.streams
+        return LiveSession(self._setup(face, sample_rate, channels), realtime=realtime,
                            on_playback_started=on_playback_started, on_playback_finished=on_playback_finished,
-                           config=config)
+                           config=config, workers=workers)
+
+    def _setup(self, face: str | Path | Avatar, sample_rate: int, channels: int) -> StreamSetup:
+        """What a stream of ``face`` renders with (the format is checked before any face work)."""
+        audio = AudioFormat(sample_rate, channels)
+        avatar = face if isinstance(face, Avatar) else self.prepare(face)
+        return StreamSetup(self.models, avatar, audio)
 
     def stream(self, face: str | Path | Avatar, chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE,
                channels: int = 1) -> Iterator[Frame]:

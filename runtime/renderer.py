@@ -19,9 +19,12 @@ import numpy as np
 from ..errors import BundleError
 from . import warp
 from .backends import BackendConfig, InferenceModel, compose_openvino, for_bundle, load_model
-from .bundle import GRAPH_BY_NAME, MODULATION_NAMES, Bundle
+from .bundle import GRAPH_BY_NAME, GRAPH_NAMES, MODULATION_NAMES, Bundle
 
 log = logging.getLogger(__name__)
+
+#: The renderer's graphs (every graph of a bundle but the landmark generator).
+RENDERER_GRAPH_NAMES = tuple(n for n in GRAPH_NAMES if n != "landmark_generator")
 
 
 def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
@@ -104,11 +107,11 @@ class Renderer:
         warp.warm_up()  # compile or load the kernel now, not on the first frame
 
     #: The graphs a renderer runs, as attributes of the same names.
-    GRAPHS = ("reference_encoder", "flow_modulations", "flow_head", "translation")
+    GRAPH_NAMES = RENDERER_GRAPH_NAMES
 
     def with_models(self, models: dict[str, InferenceModel]) -> Renderer:
         """A renderer running ``models`` (by graph name) in place of these graphs; this one is unchanged."""
-        unknown = sorted(set(models) - set(self.GRAPHS))
+        unknown = sorted(set(models) - set(self.GRAPH_NAMES))
         if unknown:
             raise KeyError(f"the renderer has no graph {unknown[0]!r}")
         other = copy.copy(self)
@@ -181,3 +184,11 @@ class Renderer:
         seconds.update(warp=t3 - t2, translation=t4 - t3)
         return RenderResult(out["generated_face"][0], w_h1, w_h2, w_ref, seconds)
 
+
+@dataclass(frozen=True)
+class Models:
+    """The loaded graphs that a stream renders with: what a :class:`~.session.StreamSession`
+    and a live session get from the pipeline that made them, and nothing else of it."""
+
+    landmark_generator: LandmarkGenerator
+    renderer: Renderer

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import FPS
+from .constants import FIRST_RENDER_FRAMES, FPS
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Frame:
 
     index: int  # position in the output video (25 fps)
     image: np.ndarray  # (H, W, 3) uint8 BGR
-    rendered: int  # which render produced it (the first one fills indices 0, 1, 2)
+    rendered: int  # which render produced it (constants.frames_of_render: the first fills 0, 1, 2)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for this render
     face: np.ndarray | None = None  # (3, 128, 128) float32: the renderer's output before paste-back
     content: np.ndarray | None = None  # (5, 2, 57): the predicted lip and jaw landmarks of the window
@@ -31,11 +31,11 @@ class Frame:
 
 
 #: The renderer's graphs run once per frame, whose times add up to "renderer graphs" in reports.
-RENDERER_GRAPHS = ("flow_modulations", "flow_head", "translation")
+PER_FRAME_GRAPHS = ("flow_modulations", "flow_head", "translation")
 #: Stages that run several renderer graphs as one model (``BackendConfig.fuse_flow``), and those graphs.
 FUSED_STAGES = {"flow": ("flow_modulations", "flow_head")}
 #: Every stage name under which renderer graphs' time is reported.
-RENDERER_STAGES = (*RENDERER_GRAPHS, *FUSED_STAGES)
+RENDERER_STAGES = (*PER_FRAME_GRAPHS, *FUSED_STAGES)
 
 
 @dataclass
@@ -51,15 +51,8 @@ class RenderReport:
     first_frame_seconds: float
 
     @property
-    def stage_summary(self) -> dict[str, float]:
-        """Totals per stage, with the renderer's graphs also summed as "renderer graphs"."""
-        summary = dict(self.seconds)
-        summary["renderer graphs"] = sum(self.seconds.get(g, 0.0) for g in RENDERER_STAGES)
-        return summary
-
-    @property
     def seconds_per_frame(self) -> float:
-        rendered = max(1, self.frames - 2)
+        rendered = max(1, self.frames - (FIRST_RENDER_FRAMES - 1))  # the first render's frames count once
         return self.wall_seconds / rendered
 
 
@@ -91,4 +84,4 @@ class StageClock:
         return {k: v - before.get(k, 0.0) for k, v in self.totals.items() if v - before.get(k, 0.0) > 0}
 
 
-__all__ = ["FUSED_STAGES", "Frame", "RENDERER_GRAPHS", "RENDERER_STAGES", "RenderReport", "StageClock"]
+__all__ = ["FUSED_STAGES", "Frame", "PER_FRAME_GRAPHS", "RENDERER_STAGES", "RenderReport", "StageClock"]

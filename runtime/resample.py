@@ -361,10 +361,6 @@ class KaiserResampler:
         return self._received
 
     @property
-    def samples_out(self) -> int:
-        return self._emitted
-
-    @property
     def buffered_samples(self) -> int:
         """Input samples held for outputs still to come (bounded by about two wings)."""
         return self._buffer.shape[0]

@@ -1,8 +1,10 @@
 """One render's or stream's state: :class:`StreamSession` (audio in, frames out).
 
-The :class:`~iplap.runtime.pipeline.Pipeline` it renders with holds only loaded models; the
-session owns its audio, mel windows, face frame reader (from :mod:`~iplap.runtime.face_source`)
-and :class:`~iplap.runtime.reports.StageClock`.
+What a session renders with is a :class:`StreamSetup` of its own: the loaded graphs
+(:class:`~.renderer.Models`, shared by every session of a pipeline), the avatar, and the
+audio format it is fed in (:class:`~.pcm.AudioFormat`). The :class:`~.pipeline.Pipeline`
+makes both; the session owns its audio, mel windows, face frame reader (from
+:mod:`~.face_source`) and :class:`~.reports.StageClock`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,23 +19,38 @@ from ..errors import MediaError
 from .audio import MelStream, MelWindows, min_speech_seconds
 from .avatar import Avatar
 from .compose import blend_face, face_to_uint8
-from .constants import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, SAMPLE_RATE, T_FRAMES
+from .constants import FIRST_RENDER_FRAMES, SAMPLE_RATE, T_FRAMES, frames_of_render
 from .face_source import avatar_face
 from .landmarks import N_POSE, pingpong_index, split_pose_content
+from .pcm import AudioFormat
+from .renderer import Models
 from .reports import Frame, StageClock
 from .resample import KaiserResampler
 from .sketch import draw_sketches
 from .tracking import crop_face
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+#: Mel windows a render's landmark window reaches ahead of its first frame (window i + 2 is
+#: the last that render i needs).
+_LEAD = FIRST_RENDER_FRAMES - 1
+
+
+@dataclass(frozen=True)
+class StreamSetup:
+    """What a stream renders with: the loaded graphs, the avatar, and the audio it is fed.
+
+    The pipeline makes one per stream (``Pipeline.open_stream``, ``open_live``); a live
+    session gives the same one to each of its turns."""
+
+    models: Models
+    avatar: Avatar
+    audio: AudioFormat = AudioFormat()
 
 
 @dataclass
 class RenderPlan:
     """One render's inputs, taken in order by :meth:`StreamSession.plan_next`."""
 
-    render: int  # which render (0 fills frames 0..2; render i > 0 makes frame i + 2)
+    render: int  # which render (constants.frames_of_render: the first fills frames 0..2)
     seq: list[int]  # the face video frames of its 5-frame window
     background: np.ndarray  # the centre frame (the one it is pasted on)
     mels: np.ndarray  # (1, 5, 1, 80, 16): the window's mel windows
@@ -45,7 +61,7 @@ class RenderPlan:
     @property
     def indices(self) -> tuple[int, ...]:
         """The output frames it makes."""
-        return (0, 1, 2) if self.render == 0 else (self.render + 2,)
+        return frames_of_render(self.render)
 
 
 class StreamSession:
@@ -63,18 +79,17 @@ class StreamSession:
 
     ``loop_start``: where in the face video's ping-pong loop the first landmark window
     starts (0 for renders and streams). Output frame ``j`` shows loop position
-    ``loop_start + max(j, 2)``; a live session starts each turn where its idle loop is, so
-    that head motion goes on without a jump. ``reader``: a frame reader of the avatar's
-    face to share (a live session's, used on the same thread); the session does not
-    close it.
+    ``loop_start + 2 + constants.render_of_frame(j)``; a live session starts each turn where its idle
+    loop is, so that head motion goes on without a jump. ``reader``: a frame reader of the
+    avatar's face to share (a live session's, used on the same thread); the session does
+    not close it.
     """
 
-    def __init__(self, pipeline: Pipeline, avatar: Avatar, sample_rate: int = SAMPLE_RATE, channels: int = 1,
-                 clock: StageClock | None = None, loop_start: int = 0, reader=None):
-        check_stream_format(sample_rate, channels)
-        self.pipeline, self.avatar = pipeline, avatar
+    def __init__(self, setup: StreamSetup, clock: StageClock | None = None, loop_start: int = 0, reader=None):
+        self.setup = setup
+        self.models, self.avatar, self.format = setup.models, setup.avatar, setup.audio
         self.loop_start = int(loop_start)
-        self.sample_rate, self.channels = int(sample_rate), channels
+        self.sample_rate, self.channels = self.format.sample_rate, self.format.channels
         self.clock = clock or StageClock()
         self._resampler = KaiserResampler(self.sample_rate, SAMPLE_RATE) if self.sample_rate != SAMPLE_RATE else None
         self._mel = MelStream()
@@ -82,14 +97,14 @@ class StreamSession:
         self._samples = 0  # samples (per channel) accepted
         self._finished = False
         self._next = 0  # the next render
-        track = avatar.track
+        avatar, track = setup.avatar, setup.avatar.track
         pose, content = split_pose_content(np.stack([track.normalised(int(k)) for k in avatar.landmark_ref_frames]))
         self._ref_pose, self._ref_content = pose[None], content[None]
         self._normalised: dict[int, np.ndarray] = {}
         self._reader = reader  # the face's frames by index, opened on the first render
         self._owns_reader = reader is None
         self._clock_lock = threading.Lock()
-        pipeline.renderer.prepare(avatar.references)  # compile per-avatar models now, not on the first frame
+        self.models.renderer.prepare(avatar.references)  # compile per-avatar models now, not on the first frame
 
     # -- audio in -------------------------------------------------------------------------
     def accept(self, samples) -> None:
@@ -116,8 +131,7 @@ class StreamSession:
         self._finished = True
 
     def _to_mono(self, samples) -> np.ndarray:
-        x = sample_frames(samples, self.channels)
-        return np.ascontiguousarray(x[:, 0]) if self.channels == 1 else np.mean(x, axis=1, dtype=np.float32)
+        return self.format.mono(samples)
 
     def _too_short(self) -> MediaError:
         return MediaError(f"the audio is too short: {self._samples / self.sample_rate:.2f} s; at least "
@@ -127,19 +141,19 @@ class StreamSession:
     @property
     def frames_done(self) -> int:
         """Output frames produced (or passed over by :meth:`skip`) so far: the index of the next one."""
-        return 0 if self._next == 0 else self._next + 2
+        return 0 if self._next == 0 else frames_of_render(self._next - 1)[-1] + 1
 
     @property
     def renders_ready(self) -> int:
         """Renders whose audio is complete and that are not yet done (or skipped)."""
-        return max(0, self._windows.available - 2 - self._next)  # window i + 2 is the last render i needs
+        return max(0, self._windows.available - _LEAD - self._next)
 
     @property
     def frames_ready(self) -> int:
         """Output frames whose audio is complete, rendered or not: once finished, all the
         frames this speech gives (none for speech too short for one)."""
         count = self._windows.available
-        return count if count >= 3 else 0
+        return count if count >= FIRST_RENDER_FRAMES else 0
 
     def frames(self) -> Iterator[Frame]:
         """Render and yield every frame whose audio is complete (lazily: one render per step)."""
@@ -164,7 +178,7 @@ class StreamSession:
             return None
         plan = self._plan(self._next)
         self._next += 1  # before rendering: a caller that stops early does not get them twice
-        self._windows.drop_before(self._next - 2)
+        self._windows.drop_before(self._next - _LEAD)
         return plan
 
     def skip(self, renders: int) -> int:
@@ -176,7 +190,7 @@ class StreamSession:
         count = min(max(0, int(renders)), self.renders_ready)
         if count:
             self._next += count
-            self._windows.drop_before(self._next - 2)
+            self._windows.drop_before(self._next - _LEAD)
         return count
 
     def _frame_reader(self):
@@ -196,9 +210,9 @@ class StreamSession:
         clock = StageClock()
         seq = [pingpong_index(self.loop_start + i + k, avatar.n_frames) for k in range(T_FRAMES)]
         with clock.time("decode"):
-            background = self._frame_reader()[seq[2]]
+            background = self._frame_reader()[seq[_LEAD]]
         with clock.time("landmarks"):
-            mels = np.stack([self._windows.window(max(0, i + k - 2)) for k in range(T_FRAMES)])[None, :, None]
+            mels = np.stack([self._windows.window(max(0, i + k - _LEAD)) for k in range(T_FRAMES)])[None, :, None]
             pose = np.stack([self._pose(k) for k in seq])[None]
         return RenderPlan(i, seq, background, mels, pose, np.array(self._windows.window(i)), clock)
 
@@ -212,21 +226,21 @@ class StreamSession:
         return frames
 
     def _render(self, plan: RenderPlan) -> list[Frame]:
-        pipeline, avatar, clock = self.pipeline, self.avatar, plan.clock
+        models, avatar, clock = self.models, self.avatar, plan.clock
         track = avatar.track
         i, seq, background, mels, pose = plan.render, plan.seq, plan.background, plan.mels, plan.pose
-        centre = seq[2]
-        indices = (0, 1, 2) if i == 0 else (i + 2,)
+        centre = seq[_LEAD]
+        indices = plan.indices
         if track.passthrough[centre]:
             return [Frame(index, background, i, dict(clock.totals), passed_through=True) for index in indices]
         with clock.time("landmarks"):
-            content = pipeline.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
+            content = models.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
         with clock.time("sketches"):
             full = np.concatenate([pose[0], content], axis=2)
             sketches = draw_sketches(full, np.array([track.crop_hw(k) for k in seq]))
         with clock.time("crop"):
             face = crop_face(background, track.boxes[centre])
-        result = pipeline.renderer.render(avatar.references, face, sketches, plan.mel)
+        result = models.renderer.render(avatar.references, face, sketches, plan.mel)
         for stage, seconds in result.seconds.items():  # flow_modulations, flow_head, warp, translation
             clock.add(stage, seconds)
         with clock.time("blend"):
@@ -248,38 +262,4 @@ class StreamSession:
         self.close()
 
 
-def check_stream_format(sample_rate, channels) -> None:
-    """Refuse a sample rate or channel count outside the streams' audio contract."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
-            or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-        raise MediaError(f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
-                         f"got {sample_rate!r}")
-    if channels not in (1, 2):
-        raise MediaError(f"channels must be 1 (mono) or 2 (stereo), got {channels!r}")
-
-
-def sample_frames(samples, channels: int) -> np.ndarray:
-    """A chunk of the streams' audio contract as float32 (n, channels) sample frames (int16
-    scaled by 1/32768); a :class:`MediaError` for anything else."""
-    x = np.asarray(samples)
-    if x.dtype == np.int16:
-        x = x.astype(np.float32)
-        x /= np.float32(32768)
-    elif x.dtype in (np.float32, np.float64):
-        x = x.astype(np.float32, copy=False)
-    else:
-        raise MediaError(f"audio samples must be float32 or float64 in [-1, 1], or int16; got {x.dtype}")
-    if x.ndim == 1:
-        if x.size % channels:
-            raise MediaError(f"an interleaved stereo chunk must hold whole frames (an even number of samples); "
-                             f"got {x.size}")
-        x = x.reshape(-1, channels)
-    elif x.ndim != 2 or x.shape[1] != channels:
-        raise MediaError(f"audio samples must be a flat array or shaped (n, {channels}) for "
-                         f"{channels} channel{'s' if channels > 1 else ''}; got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise MediaError("audio samples hold NaN or infinite values")
-    return x
-
-
-__all__ = ["RenderPlan", "StreamSession", "check_stream_format", "sample_frames"]
+__all__ = ["RenderPlan", "StreamSession", "StreamSetup"]

@@ -66,23 +66,3 @@ def test_installed_package_has_every_data_file():
     assert data  # the goldens' inputs, the checkpoint key list, the samples
     missing = [str(rel) for rel in data if not (installed / rel).is_file()]
     assert not missing, f"not installed (add them to package-data in pyproject.toml): {missing}"
-
-
-def test_service_and_batch_use_only_the_public_api():
-    """New surfaces (the service, batch, the framework adapters) build on ``import iplap``
-    (and its errors), not on the runtime's modules; and the runtime never imports them."""
-    offenders = []
-    for folder in ("serve", "batch", "integrations"):
-        for path in (ROOT / folder).rglob("*.py") if (ROOT / folder).is_dir() else ():
-            for line in path.read_text().splitlines():
-                text = line.strip()
-                if text.startswith(("from ..runtime", "from iplap.runtime", "import iplap.runtime")):
-                    offenders.append(f"{path.relative_to(ROOT)}: {text}")
-    for path in (ROOT / "runtime").rglob("*.py"):
-        for line in path.read_text().splitlines():
-            words = line.strip().split()
-            if len(words) >= 2 and words[0] in ("import", "from") and any(
-                    words[1].startswith(p) for p in ("..serve", "...serve", "iplap.serve", "..batch", "iplap.batch",
-                                                     "..integrations", "iplap.integrations")):
-                offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
-    assert offenders == []

@@ -92,10 +92,11 @@ def test_a_failed_fill_keeps_the_old_bundle(tmp_path):
 
 
 def test_runtime_errors_name_no_command_line_flags():
-    """Library errors name settings (refs, on_missing_face), not the CLI's flags (--refs)."""
+    """Library errors name settings (refs, on_missing_face), not the CLI's flags (--refs). The
+    runtime's subcommands (``runtime/cli.py``) are the CLI's own: their errors name its flags."""
     offenders = []
     pattern = re.compile(r"(?:Error|Exception)\((?:[^()]|\([^()]*\))*?['\"][^'\"]*\s--[a-z]")
-    for path in sorted((ROOT / "runtime").rglob("*.py")):
+    for path in sorted(p for p in (ROOT / "runtime").rglob("*.py") if p.name != "cli.py"):
         text = path.read_text()
         offenders += [f"{path.relative_to(ROOT)}: {m.group(0)[:80]}" for m in pattern.finditer(text)]
     assert offenders == []

@@ -144,6 +144,34 @@ def test_events_iterator_sees_what_the_callbacks_see(recorded):
     assert recorded.read[0].time == pytest.approx(first / FPS)
 
 
+def test_each_frame_carries_the_events_that_happen_with_it(recorded):
+    """LiveFrame.events holds the callbacks' moments on the frame they came with, in order:
+    the start before the turn's first frame, the finish with its last."""
+    first, end = _turn(recorded)
+    carried = [(i, e) for i, f in enumerate(recorded.frames) for e in f.events]
+    assert carried == [(first, LiveEvent("playback_started", 0, first)), (end - 1, LiveEvent("playback_finished", 0, end - 1))]
+    assert [e.before_frame for _, e in carried] == [True, False]
+    assert [(("started", i) if e.kind == "playback_started" else ("finished", i, e.interrupted)) for i, e in carried] \
+        == recorded.events
+
+
+def test_push_says_the_turn_and_int16_speech_plays_back_bit_for_bit(pipeline, clip_avatar):
+    pcm = (_speech(0.3) * 20000).astype(np.int16)
+    with pipeline.open_live(clip_avatar, 16000, realtime=False) as live:
+        assert live.push(pcm[:2000]) == 0 and live.push(pcm[2000:]) == 0
+        live.end_of_turn()
+        frames = []
+        for frame in live.frames():
+            frames.append(frame)
+            if any(e.kind == "playback_finished" for e in frame.events):
+                break
+        assert live.push(pcm[:100]) == 1  # after the end of turn 0: the next turn
+        live.interrupt()
+        assert live.push(pcm[:100]) == 2
+    played = np.concatenate([f.pcm16()[:, 0] for f in frames if f.speaking])
+    assert np.array_equal(played[:len(pcm)], pcm) and not played[len(pcm):].any()
+
+
 def test_every_frame_carries_its_own_audio(recorded):
     """A/V sync: frame n has the clock's samples [round(n r / 25), round((n + 1) r / 25));
     the turn's frames play its speech in order from its first frame, zero-padded; idle is silence."""
@@ -216,17 +244,17 @@ def test_the_idle_loop_goes_on_from_a_turns_end_however_late_the_producer_comes_
     last picture (a slow host). The idle frames after the turn still go on from the turn's end:
     they restarted from where the idle loop was when the turn began (seen once in CI). Here the
     producer is held after that picture until the turn's end has been played."""
-    from iplap.runtime.live import LiveSession
+    from iplap.runtime.live.producer import Producer
 
     played = threading.Event()
-    put = LiveSession._put
+    put = Producer.put
 
     def put_then_wait(self, turn, pictures, made):
         put(self, turn, pictures, made)
         if turn.length is not None and made >= turn.length:  # its last picture is queued
             played.wait(60)
 
-    monkeypatch.setattr(LiveSession, "_put", put_then_wait)
+    monkeypatch.setattr(Producer, "put", put_then_wait)
     idle_before, after = 3, 4
     with pipeline.open_live(clip_avatar, 16000, realtime=False, on_playback_finished=lambda _: played.set()) as live:
         it = live.frames()

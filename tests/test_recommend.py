@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from iplap.benchmarks.recommend import best_within_budget, fastest_above, options, pareto_front, recommend
-from iplap.cli import _build_parser, main
+from iplap.cli import build_parser, main
 
 #: (backend, precision, N, threads, s/frame, PSNR vs original; None: identical to it)
 FIGURES = [
@@ -96,7 +96,7 @@ def test_bench_from_results_prints_valid_run_flags(results, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "openvino CPU int8 N=10 t=2" in out
     command = next(line.strip() for line in out.splitlines() if line.strip().startswith("iplap run "))
-    args = _build_parser().parse_args(shlex.split(command)[1:])  # flags that iplap run accepts
+    args = build_parser().parse_args(shlex.split(command)[1:])  # flags that iplap run accepts
     assert (args.command, args.backend, args.refs, args.threads, str(args.bundle)) == \
         ("run", "openvino", 10, 2, "bundle-int8")
     # The front follows, one row per configuration on it.

@@ -90,7 +90,7 @@ def test_fused_flow_needs_the_same_settings(bundle):
     from iplap.runtime.bundle import MODULATION_NAMES
 
     f32 = load_model(bundle.graph_file("flow_modulations", "openvino"), BackendConfig(backend="openvino"))
-    bf16 = load_model(bundle.graph_file("flow_head", "openvino"), BackendConfig(backend="openvino", precision="bf16"))
+    bf16 = load_model(bundle.graph_file("flow_head", "openvino"), BackendConfig(backend="openvino", inference_precision="bf16"))
     assert compose_openvino(f32, bf16, MODULATION_NAMES, "h2") is None
     ort = load_model(bundle.graph_file("flow_head", "onnxruntime"), BackendConfig())
     assert compose_openvino(f32, ort, MODULATION_NAMES, "h2") is None
@@ -152,7 +152,7 @@ def test_openvino_cache_dir_is_used(bundle, tmp_path):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"backend": "tensorrt"}, "unknown backend"), ({"backend": "onnxruntime", "device": "GPU"}, "CPU only"),
-    ({"threads": -1}, "threads"), ({"precision": "int4"}, "precision")])
+    ({"threads": -1}, "threads"), ({"inference_precision": "int4"}, "inference precision")])
 def test_backend_config_validates(kwargs, message):
     with pytest.raises(BackendError, match=message):
         BackendConfig(**kwargs)
@@ -177,10 +177,10 @@ def test_bundle_precision_hint_is_used_unless_the_caller_chooses():
     from iplap.runtime.backends import for_bundle
 
     ov = BackendConfig(backend="openvino")
-    assert for_bundle(ov, "bf16").precision == "bf16"
-    assert for_bundle(ov, None).precision is None  # -> f32 in the properties
-    assert for_bundle(BackendConfig(backend="openvino", precision="f32"), "bf16").precision == "f32"
-    assert for_bundle(BackendConfig(backend="onnxruntime"), "bf16").precision is None
+    assert for_bundle(ov, "bf16").inference_precision == "bf16"
+    assert for_bundle(ov, None).inference_precision is None  # -> f32 in the properties
+    assert for_bundle(BackendConfig(backend="openvino", inference_precision="f32"), "bf16").inference_precision == "f32"
+    assert for_bundle(BackendConfig(backend="onnxruntime"), "bf16").inference_precision is None
 
 
 def test_fused_flow_keeps_a_bounded_number_of_batches(bundle):

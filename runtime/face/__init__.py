@@ -5,15 +5,17 @@ The entry object is :class:`FaceTracker` (``tracker.py``): BGR images or video f
 there is no face. Its stages are public and can be used alone: ``detector`` (BlazeFace
 with MediaPipe's anchors, decoding and weighted NMS), ``mesh`` (ROI, crop, the attention
 model, refinement and projection), ``geometry`` (rotated ROIs and crops), ``anchors`` and
-``smoothing`` (One-Euro). The models are converted from the mediapipe 0.10.21 wheel by
+``smoothing`` (One-Euro); ``files`` names the model files (the one home of their stems,
+which the exporter imports). The models are converted from the mediapipe 0.10.21 wheel by
 ``iplap.export.facemodels``.
 """
 
 from .detector import Detection, FaceDetector
+from .files import MODEL_STEMS, face_model_files
 from .geometry import NormRect
 from .mesh import FaceMesh, MeshResult
 from .smoothing import OneEuroConfig, OneEuroFilter
-from .tracker import FaceLandmarks, FaceTracker, FaceTrackerConfig, face_model_files
+from .tracker import FaceLandmarks, FaceTracker, FaceTrackerConfig
 
-__all__ = ["Detection", "FaceDetector", "FaceLandmarks", "FaceMesh", "FaceTracker", "FaceTrackerConfig", "MeshResult",
-           "NormRect", "OneEuroConfig", "OneEuroFilter", "face_model_files"]
+__all__ = ["MODEL_STEMS", "Detection", "FaceDetector", "FaceLandmarks", "FaceMesh", "FaceTracker", "FaceTrackerConfig",
+           "MeshResult", "NormRect", "OneEuroConfig", "OneEuroFilter", "face_model_files"]

@@ -22,6 +22,7 @@ import numpy as np
 from ...errors import BundleError, MediaError
 from ..backends import BackendConfig, InferenceModel, load_model
 from .anchors import AnchorSpec, ssd_anchors
+from .files import MODEL_STEMS
 from .geometry import crop_to_tensor, pad_to_aspect, subrect_to_image
 
 #: Order of a detection's keypoints (MediaPipe's FaceKeyPoint).
@@ -41,8 +42,8 @@ class DetectorSpec:
     nms_iou: float = 0.3
 
 
-SHORT_RANGE = DetectorSpec("face_detection_short_range", 128, AnchorSpec(128, (8, 16, 16, 16)), 0.5)
-FULL_RANGE = DetectorSpec("face_detection_full_range_sparse", 192,
+SHORT_RANGE = DetectorSpec(MODEL_STEMS["detector"], 128, AnchorSpec(128, (8, 16, 16, 16)), 0.5)
+FULL_RANGE = DetectorSpec(MODEL_STEMS["full_range"], 192,
                           AnchorSpec(192, (4,), interpolated_scale_aspect_ratio=0.0), 0.6)
 
 

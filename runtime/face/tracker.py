@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BundleError, IplapError
+from ...errors import IplapError
 from ..backends import BackendConfig
 from ..constants import FPS
 from ..landmarks import crop_box
 from .detector import FULL_RANGE, SHORT_RANGE, Detection, FaceDetector, as_bgr
+from .files import face_model_files
 from .geometry import NormRect
 from .mesh import FaceMesh, MeshResult, roi_from_detection, roi_from_landmarks
 from .smoothing import OneEuroConfig, OneEuroFilter
@@ -238,27 +239,6 @@ class FaceTracker:
         size = max(roi.width * width, roi.height * height) / 1.5  # the face's size in pixels
         smoothed = self._filter(points * scale_px, 1.0 / self.config.fps, size)
         return (smoothed / scale_px).astype(np.float32)
-
-
-#: File stems of the face models in a model folder (as ``export_face_models`` names them).
-MODEL_STEMS = {"detector": "face_detection_short_range", "mesh": "face_landmark_with_attention",
-               "full_range": "face_detection_full_range_sparse"}
-
-
-def face_model_files(folder: str | Path, backend: str = "onnxruntime") -> dict[str, Path]:
-    """``{"detector", "mesh"[, "full_range"]}`` -> model file in ``folder`` for ``backend``."""
-    folder = Path(folder)
-    files = {}
-    for role, stem in MODEL_STEMS.items():
-        candidates = [folder / f"{stem}.onnx"]
-        if backend == "openvino":
-            candidates.insert(0, folder / "openvino" / f"{stem}.xml")
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is not None:
-            files[role] = path
-        elif role != "full_range":
-            raise BundleError(f"face model {stem} not found in {folder}")
-    return files
 
 
 def _iou(a: Detection, b: Detection) -> float:
