@@ -43,16 +43,11 @@ def register(subparsers) -> None:
 
 
 def _cmd_batch(args) -> int:
-    from .. import MAX_REFS, MIN_REFS
-    from ..errors import IplapError
     from ..flags import settings_from
     from .config import BatchConfig
-    from .manifest import MAX_CRF, MIN_CRF, JobOptions
+    from .manifest import JobOptions
     from .run import run_batch
 
-    if not MIN_REFS <= args.refs <= MAX_REFS or not MIN_CRF <= args.crf <= MAX_CRF:
-        raise IplapError(f"--refs must be between {MIN_REFS} and {MAX_REFS} and --crf between {MIN_CRF} and "
-                         f"{MAX_CRF}")
     config = settings_from(args, BatchConfig, defaults=settings_from(args, JobOptions), progress=not args.quiet)
     summary = run_batch(config)
     print(f"iplap batch: {args.out}\n{summary.table()}", file=sys.stderr)

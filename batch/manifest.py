@@ -15,12 +15,12 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
+from ..limits import (BACKENDS, DEFAULT_CRF, DEFAULT_REFS, MAX_CRF, MAX_REFS, MIN_CRF, MIN_REFS, check_backend,
+                      check_crf, check_refs)
 from ..errors import IplapError
 
 FIELDS = ("face", "audio", "out", "refs", "crf", "backend")
 #: The H.264 quality (crf) range that x264 accepts.
-MIN_CRF, MAX_CRF = 0, 51
 _NAME = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -35,10 +35,15 @@ class JobOptions:
 
     refs: int = field(default=DEFAULT_REFS, metadata={
         "help": f"number of reference images N ({MIN_REFS}-{MAX_REFS}), where a job does not say", "metavar": "N"})
-    crf: int = field(default=18, metadata={
+    crf: int = field(default=DEFAULT_CRF, metadata={
         "help": f"H.264 quality ({MIN_CRF}-{MAX_CRF}), where a job does not say", "metavar": "Q"})
     backend: str = field(default=BACKENDS[0], metadata={
         "help": "inference backend, where a job does not say", "choices": BACKENDS})
+
+    def __post_init__(self):
+        check_refs(self.refs)
+        check_crf(self.crf)
+        object.__setattr__(self, "backend", check_backend(self.backend).value)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,19 +162,26 @@ def _job(line: int, row: dict, base: Path, defaults: JobOptions) -> tuple[BatchJ
 
 
 def _options(row: dict, defaults: JobOptions) -> tuple[JobOptions, list[str]]:
+    """The job's options (its own where it gives them), and what is wrong with them, in the
+    words of the checks every front end uses (:mod:`iplap.limits`)."""
     errors, changes = [], {}
-    for name, low, high in (("refs", MIN_REFS, MAX_REFS), ("crf", MIN_CRF, MAX_CRF)):
+    for name, check in (("refs", check_refs), ("crf", check_crf)):
         if name in row:
             try:
-                value = int(str(row[name]))
-            except ValueError:
-                errors.append(f"{name} must be a whole number, not {row[name]!r}")
-                continue
-            if not low <= value <= high:
-                errors.append(f"{name} must be between {low} and {high}, not {value}")
-            changes[name] = value
+                changes[name] = check(_whole(row[name]))
+            except IplapError as exc:
+                errors.append(exc.message)
     if "backend" in row:
-        if row["backend"] not in BACKENDS:
-            errors.append(f"backend must be one of {', '.join(BACKENDS)}, not {row['backend']!r}")
-        changes["backend"] = row["backend"]
-    return replace(defaults, **changes), errors
+        try:
+            changes["backend"] = check_backend(row["backend"]).value
+        except IplapError as exc:
+            errors.append(exc.message)
+    return (replace(defaults, **changes) if not errors else defaults), errors
+
+
+def _whole(value):
+    """A manifest's number as an int where it is one ("5", 5), else the value as it was given."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return value

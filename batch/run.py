@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import FPS, Bundle, IplapError, load_speech, sha256_file
+from .. import FPS, Bundle, IplapError, load_speech
+from ..provenance import sha256_file
 from ..errors import Failure, Fault
 from .config import BatchConfig
 from .manifest import BatchJob, JobOptions, read_manifest

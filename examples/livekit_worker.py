@@ -34,13 +34,11 @@ job, since that takes seconds; a job then only opens its live session.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator
 
-import numpy as np
 from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli
 from livekit.agents.voice import room_io
@@ -56,7 +54,7 @@ logger = logging.getLogger("iplap-livekit-worker")
 SETTINGS = {
     "bundle": ("IPLAP_BUNDLE", "the exported model bundle folder (required)"),
     "face": ("IPLAP_FACE", "the avatar: a photo or a face video (required)"),
-    "backend": ("IPLAP_BACKEND", f"inference backend: {', '.join(iplap.BACKENDS)} (default onnxruntime)"),
+    "backend": ("IPLAP_BACKEND", f"inference backend: {', '.join(b.value for b in iplap.Backend)} (default onnxruntime)"),
     "threads": ("IPLAP_THREADS", "inference threads per job process"),
     "refs": ("IPLAP_REFS", f"reference images ({iplap.MIN_REFS}..{iplap.MAX_REFS}; fewer render faster)"),
     "speech": ("IPLAP_SPEECH", "what the agent says with no models set (default: the sample speech)"),
@@ -102,7 +100,7 @@ server = AgentServer(setup_fnc=prewarm, initialize_process_timeout=180.0)
 async def _spoken(path: str) -> AsyncIterator[rtc.AudioFrame]:
     """A sound file as 20 ms int16 frames at 16 kHz (the session resamples them)."""
     samples = iplap.load_speech(path).for_model()
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+    pcm = iplap.to_pcm16(samples)
     step = 320
     for start in range(0, len(pcm), step):
         chunk = pcm[start:start + step]

@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline as PipecatPipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 import iplap
@@ -77,7 +77,7 @@ class FileSpeech(FrameProcessor):
 
     def __init__(self, speech: iplap.Speech, start: float, every: float):
         super().__init__()
-        self._samples = np.round(np.clip(speech.mono(), -1, 1) * 32767).astype(np.int16)
+        self._samples = iplap.to_pcm16(speech.mono())
         self._rate = speech.sample_rate
         self._start, self._every = start, every
         self._task = None

@@ -38,9 +38,9 @@ Contract with ``AvatarRunner`` (livekit-agents 1.x, ``voice/avatar/_runner.py``)
   interrupted turn is yielded after it (those already on their way are discarded), since
   the runner itself reports that playback as interrupted, with what had played.
 
-Threads and back-pressure. ``LiveSession.frames()`` blocks, so a thread of the generator
-iterates it, converts each frame to rtc frames there (off the event loop) and hands them to
-the loop through a queue of at most ``max_pending_frames`` frames; when the consumer is
+Threads and back-pressure. ``LiveSession.frames()`` blocks, so an :class:`iplap.LiveBridge`
+iterates it on a thread, converts each frame to rtc frames there (off the event loop) and
+hands them to the loop, at most ``max_pending_frames`` at a time; when the consumer is
 slower, that thread waits, and with it the live session's clock consumer (nothing is
 dropped). :meth:`aclose` closes the live session and joins the thread.
 
@@ -62,8 +62,6 @@ waits for the pictures and stutters.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,20 +79,12 @@ DEFAULT_SAMPLE_RATE = 24000  # what LiveKit's TTS plugins and avatar examples us
 
 @dataclass(frozen=True)
 class _Item:
-    """One live frame on its way to the event loop."""
+    """One live frame as rtc frames, converted on the bridge's thread."""
 
     turn: int | None
     video: rtc.VideoFrame
     audio: rtc.AudioFrame | None  # None while idle
     segment_end: bool  # the turn's last frame: AudioSegmentEnd follows
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
-_DONE = object()  # the live session's frames have ended
 
 
 class IplapVideoGenerator(VideoGenerator):
@@ -122,22 +112,15 @@ class IplapVideoGenerator(VideoGenerator):
         avatar = face if isinstance(face, iplap.Avatar) else pipeline.prepare(face)
         self._format = video_format
         self._width, self._height = avatar.frame_size
-        self._finished: bool | None = None  # set by the live session on the pump thread
-        self._live = pipeline.open_live(avatar, sample_rate, channels, realtime=realtime,
-                                        on_playback_finished=self._on_playback_finished, config=live_config)
+        self._live = pipeline.open_live(avatar, sample_rate, channels, realtime=realtime, config=live_config)
         self.sample_rate, self.channels = self._live.sample_rate, self._live.channels
-        self._max_pending = int(max_pending_frames)
-        self._slots = threading.Semaphore(self._max_pending)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._items: asyncio.Queue | None = None
+        self._bridge = iplap.LiveBridge(self._live, self._convert, int(max_pending_frames))
         self._iterating = False
+        self._started = False
         self._closed = False
-        # Turns as the live session numbers them: a push while no segment is open starts
-        # the next one (after an end of turn or an interruption). Frames of turns below
-        # the floor were interrupted.
-        self._segment_open = False
-        self._turns_started = 0
+        # Frames of turns below the floor were interrupted (the session numbers its turns;
+        # push() says which one the speech joined).
+        self._last_turn: int | None = None
         self._turn_floor = 0
         self._resampler: rtc.AudioResampler | None = None
         self._resampler_key: tuple[int, int] | None = None
@@ -167,9 +150,7 @@ class IplapVideoGenerator(VideoGenerator):
                 for tail in self._resampler.flush():
                     self._push(self._mixed(tail))
                 self._resampler = self._resampler_key = None
-            if self._segment_open:
-                self._live.end_of_turn()
-                self._segment_open = False
+            self._live.end_of_turn()  # nothing to end after an interruption: a no-op
             return
         if not isinstance(frame, rtc.AudioFrame):
             raise iplap.IplapError(f"push_audio takes an rtc.AudioFrame or AudioSegmentEnd, not {type(frame).__name__}")
@@ -198,12 +179,8 @@ class IplapVideoGenerator(VideoGenerator):
         raise iplap.MediaError(f"cannot play {frame.num_channels}-channel speech on {self.channels} channels")
 
     def _push(self, samples: np.ndarray) -> None:
-        if not len(samples):
-            return
-        self._live.push(samples)
-        if not self._segment_open:
-            self._segment_open = True
-            self._turns_started += 1
+        if len(samples):
+            self._last_turn = self._live.push(samples)
 
     def clear_buffer(self) -> None:
         """Stop the reply now: drop its queued speech; the next frames are idle.
@@ -212,8 +189,8 @@ class IplapVideoGenerator(VideoGenerator):
         turns, nor their ``AudioSegmentEnd``, comes after this call."""
         if self._closed:
             return
-        self._turn_floor = self._turns_started
-        self._segment_open = False
+        if self._last_turn is not None:
+            self._turn_floor = self._last_turn + 1
         self._resampler = self._resampler_key = None
         self._live.interrupt()
 
@@ -227,18 +204,10 @@ class IplapVideoGenerator(VideoGenerator):
             raise iplap.IplapError("an IplapVideoGenerator is iterated by one consumer at a time")
         self._iterating = True
         try:
-            if self._thread is None:
-                self._items = asyncio.Queue()
-                self._thread = threading.Thread(target=self._pump, args=(asyncio.get_running_loop(), self._items),
-                                                name="iplap-livekit", daemon=True)
-                self._thread.start()
-            while True:
-                item = await self._items.get()
-                if item is _DONE:
-                    return
-                self._slots.release()
-                if isinstance(item, _Failed):
-                    raise item.error
+            if not self._started:
+                self._started = True
+                self._bridge.start()
+            async for item in self._bridge:
                 if self._cut(item):
                     continue  # interrupted on its way here
                 yield item.video
@@ -255,36 +224,11 @@ class IplapVideoGenerator(VideoGenerator):
         """The item belongs to a turn that clear_buffer() interrupted."""
         return item.turn is not None and item.turn < self._turn_floor
 
-    def _on_playback_finished(self, interrupted: bool) -> None:
-        self._finished = interrupted  # called in frames(), on the pump thread, before the frame
-
-    def _pump(self, loop: asyncio.AbstractEventLoop, items: asyncio.Queue) -> None:
-        """The thread: iterate the live session's frames and hand them to the loop."""
-        try:
-            for frame in self._live.frames():
-                finished, self._finished = self._finished, None
-                audio = self._audio_frame(frame.audio) if frame.speaking else None
-                item = _Item(frame.turn, self._video_frame(frame.image), audio, finished is False)
-                if not self._hand(loop, items, item):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - raised to the consumer, on the loop
-            self._hand(loop, items, _Failed(exc))
-            return
-        try:
-            loop.call_soon_threadsafe(items.put_nowait, _DONE)  # the last item: it takes no slot
-        except RuntimeError:  # the loop is closed
-            pass
-
-    def _hand(self, loop: asyncio.AbstractEventLoop, items: asyncio.Queue, item) -> bool:
-        """Put ``item`` on the loop's queue once a slot is free; False once stopping."""
-        while not self._slots.acquire(timeout=0.1):
-            if self._stopping.is_set():
-                return False
-        try:
-            loop.call_soon_threadsafe(items.put_nowait, item)
-        except RuntimeError:  # the loop is closed
-            return False
-        return True
+    def _convert(self, frame: iplap.LiveFrame) -> _Item:
+        """A live frame as rtc frames (on the bridge's thread)."""
+        finished = any(e.kind == "playback_finished" and not e.interrupted for e in frame.events)
+        audio = self._audio_frame(frame.pcm16()) if frame.speaking else None
+        return _Item(frame.turn, self._video_frame(frame.image), audio, finished)
 
     def _video_frame(self, image: np.ndarray) -> rtc.VideoFrame:
         height, width = image.shape[:2]
@@ -301,8 +245,7 @@ class IplapVideoGenerator(VideoGenerator):
             kind = rtc.VideoBufferType.RGB24
         return rtc.VideoFrame(width, height, kind, pixels.tobytes())
 
-    def _audio_frame(self, audio: np.ndarray) -> rtc.AudioFrame:
-        pcm = np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+    def _audio_frame(self, pcm: np.ndarray) -> rtc.AudioFrame:
         return rtc.AudioFrame(pcm.tobytes(), self.sample_rate, self.channels, len(pcm))
 
     # -- lifetime -------------------------------------------------------------------------
@@ -315,12 +258,7 @@ class IplapVideoGenerator(VideoGenerator):
         if self._closed:
             return
         self._closed = True
-        self._stopping.set()
-        await asyncio.to_thread(self._live.close)  # waits for the render step under way
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
-        if self._items is not None:
-            self._items.put_nowait(_DONE)
+        await self._bridge.aclose()  # waits for the render step under way
 
 
 __all__ = ["DEFAULT_SAMPLE_RATE", "VIDEO_FORMATS", "IplapVideoGenerator"]

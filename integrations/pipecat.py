@@ -49,11 +49,12 @@ another rate is resampled to it with Pipecat's stream resampler, one per reply, 
 its end; at the session rate it is pushed as it is, and the audio that comes out is then
 the TTS samples bit for bit.
 
-Threads and back-pressure. ``LiveSession.frames()`` blocks, so one thread of this service
-(``iplap-pipecat``) iterates it, converts each frame (BGR to RGB bytes, float32 to int16)
-and hands it to the event loop through a queue of ``queue_frames`` frames; a full queue
-blocks that thread (the session's clock then delivers the frames that fell due at once
-when it goes on: it does not wait). A task on the loop pushes the frames downstream. With
+Threads and back-pressure. ``LiveSession.frames()`` blocks, so an :class:`iplap.LiveBridge`
+iterates it on a thread, converts each frame there (BGR to RGB bytes, float32 to int16)
+and hands it to the event loop, ``queue_frames`` at most; a full queue blocks that thread
+(the session's clock then delivers the frames that fell due at once when it goes on: it
+does not wait). A task on the loop pushes the frames downstream; which TTS frames go with
+them is :class:`~.pipecat_replies.Replies`' to say. With
 ``realtime=True`` (the default) frames come at 25 fps of the wall clock; ``realtime=False``
 makes them as fast as they render (files and tests: the pipeline then runs as fast as its
 slowest stage takes frames).
@@ -71,8 +72,6 @@ queued frames. A failure of the live session is pushed upstream as a fatal error
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,38 +97,21 @@ from pipecat.services.settings import ServiceSettings
 
 import iplap
 
+from .pipecat_replies import Replies
+
 #: Seconds between checks for a gap in the TTS audio.
 _WATCH_SECONDS = 0.05
 
 
 @dataclass
 class _Picture:
-    """One live frame, converted on the frames thread: ready to become Pipecat frames."""
+    """One live frame, converted on the bridge's thread: ready to become Pipecat frames."""
 
     index: int
     turn: int | None
     rgb: bytes
     size: tuple[int, int]  # (width, height)
     audio: bytes  # int16 mono, this frame's 40 ms
-
-
-@dataclass
-class _Reply:
-    """A live turn: the TTS frames to push when it starts and ends playing."""
-
-    context_id: str | None
-    started: TTSStartedFrame | None = None
-    stopped: TTSStoppedFrame | None = None
-    played: bool = False
-
-
-@dataclass
-class _Context:
-    """The TTS context being received (TTSStartedFrame .. TTSStoppedFrame)."""
-
-    started: TTSStartedFrame | None
-    last_reply: _Reply | None = None  # its most recent live turn
-    interrupted: bool = False  # its frames still to come are dropped
 
 
 class IplapVideoService(AIService):
@@ -170,9 +152,8 @@ class IplapVideoService(AIService):
         super().__init__(settings=ServiceSettings(model=None), **kwargs)
         if (bundle is None) == (pipeline is None):
             raise iplap.IplapError("IplapVideoService needs a bundle or a pipeline (one of the two)")
-        if sample_rate is not None and not iplap.MIN_SAMPLE_RATE <= int(sample_rate) <= iplap.MAX_SAMPLE_RATE:
-            raise iplap.MediaError(f"sample_rate {sample_rate} Hz is outside "
-                                   f"{iplap.MIN_SAMPLE_RATE}..{iplap.MAX_SAMPLE_RATE} Hz")
+        if sample_rate is not None:
+            iplap.AudioFormat(sample_rate)  # the audio contract's check, before anything is loaded
         if queue_frames < 1:
             raise iplap.IplapError(f"queue_frames must be at least 1, not {queue_frames}")
         self._pipe = pipeline if pipeline is not None else iplap.Pipeline(bundle, pipeline_config)
@@ -187,26 +168,15 @@ class IplapVideoService(AIService):
         self._end_timeout = float(end_timeout_s)
 
         self._live: iplap.LiveSession | None = None
-        self._thread: threading.Thread | None = None
-        self._items: queue.Queue = queue.Queue(maxsize=self._queue_frames)
-        self._stopping = threading.Event()  # the frames thread stops handing frames over
-        self._thread_done = False
-        self._wake: asyncio.Event | None = None
+        self._bridge: iplap.LiveBridge | None = None
         self._deliver_task: asyncio.Task | None = None
         self._watch_task: asyncio.Task | None = None
         self._push_lock: asyncio.Lock | None = None
         self._closed = False
-
-        # What the event loop knows of the session's turns (it is the only one that pushes).
-        self._next_turn = 0  # the number the session gives the next turn it opens
-        self._open: int | None = None  # the turn speech is being pushed into
-        self._replies: dict[int, _Reply] = {}  # turns pushed and not yet played to their end
-        self._cutoff = 0  # pictures of turns below this were interrupted: dropped
-        self._context: _Context | None = None
+        self._replies = Replies()  # the TTS frames to push with the pictures
         self._resampler = None  # the open turn's, where the TTS rate differs
         self._resample_from: int | None = None
         self._last_audio = 0.0  # monotonic time of the last TTS audio
-        self._showing: int | None = None  # the turn of the last picture pushed
         self._drained: asyncio.Event | None = None  # set by an idle picture with no reply pending
 
     # -- what a bot needs to know -----------------------------------------------------------
@@ -239,8 +209,6 @@ class IplapVideoService(AIService):
 
     async def start(self, frame: StartFrame):
         await super().start(frame)
-        loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
         self._push_lock = asyncio.Lock()
         self._drained = asyncio.Event()
         try:
@@ -250,8 +218,7 @@ class IplapVideoService(AIService):
         except iplap.IplapError as exc:
             await self.push_error(f"iplap live session: {exc}", exception=exc, fatal=True)
             return
-        self._thread = threading.Thread(target=self._hand_over, args=(self._live, loop), name="iplap-pipecat",
-                                        daemon=True)
+        self._bridge = iplap.LiveBridge(self._live, _convert, self._queue_frames)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -273,9 +240,9 @@ class IplapVideoService(AIService):
             await self.push_frame(frame, direction)
 
     def _begin(self) -> None:
-        if self._thread is None or self._closed:
+        if self._bridge is None or self._closed:
             return
-        self._thread.start()
+        self._bridge.start()
         self._deliver_task = self.create_task(self._deliver(), name="iplap-deliver")
         self._watch_task = self.create_task(self._watch(), name="iplap-watch")
 
@@ -297,14 +264,13 @@ class IplapVideoService(AIService):
         if self._closed:
             return
         self._closed = True
-        live = self._live
-        if live is None:
+        if self._live is None:
             return
         if drain and self._deliver_task is not None:
             await self._end_turn()
             self._drained.clear()
-            if self._replies:
-                timeout = live.stats().queued_speech_seconds + self._end_timeout
+            if self._replies.pending:
+                timeout = self._live.stats().queued_speech_seconds + self._end_timeout
                 try:
                     await asyncio.wait_for(self._drained.wait(), timeout)
                 except asyncio.TimeoutError:
@@ -312,96 +278,50 @@ class IplapVideoService(AIService):
         if self._watch_task is not None:
             await self.cancel_task(self._watch_task)
             self._watch_task = None
-        self._stopping.set()
-        await asyncio.to_thread(live.close)
-        if self._thread is not None and self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join)
-        self._thread_done = True
+        await self._bridge.aclose(drain=drain)
         if self._deliver_task is not None:
             if drain:
-                self._wake.set()
                 await self._deliver_task  # it pushes what is queued, then returns
             else:
                 await self.cancel_task(self._deliver_task)
             self._deliver_task = None
 
-    # -- the frames thread ------------------------------------------------------------------
-    def _hand_over(self, live: iplap.LiveSession, loop: asyncio.AbstractEventLoop) -> None:
-        """Iterate ``live.frames()`` and queue each frame, converted, for the event loop."""
-        try:
-            for frame in live.frames():
-                if not self._put(_convert(frame), loop):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - reported on the loop, as a fatal error
-            self._put(exc, loop)
-
-    def _put(self, item, loop: asyncio.AbstractEventLoop) -> bool:
-        """Queue ``item``, waiting while the queue is full; False once the service stops."""
-        while not self._stopping.is_set():
-            try:
-                self._items.put(item, timeout=0.1)
-            except queue.Full:
-                continue
-            try:
-                loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                return False
-            return True
-        return False
-
     # -- pushing frames downstream (a task on the loop) -------------------------------------
     async def _deliver(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                item = self._items.get_nowait()
-            except queue.Empty:
-                if self._thread_done:
-                    return
-                await self._wake.wait()
-                continue
-            if isinstance(item, BaseException):
-                await self.push_error(f"iplap live session failed: {item}", exception=item, fatal=True)
-                return
-            async with self._push_lock:
-                await self._push_picture(item)
+        try:
+            async for picture in self._bridge:
+                async with self._push_lock:
+                    await self._push_picture(picture)
+        except Exception as exc:  # noqa: BLE001 - the live session failed: a fatal error upstream
+            await self.push_error(f"iplap live session failed: {exc}", exception=exc, fatal=True)
 
     async def _push_picture(self, p: _Picture) -> None:
         """Push one picture and its audio, with the TTS frames of replies starting or ending."""
-        if p.turn is not None and p.turn < self._cutoff:
+        replies = self._replies
+        if not replies.wanted(p.turn):
             return  # made before an interruption
-        if p.turn != self._showing:
-            if self._showing is not None:
-                reply = self._replies.pop(self._showing, None)
-                if reply is not None:
-                    reply.played = True
-                    if reply.stopped is not None:
-                        await self.push_frame(reply.stopped)
-            reply = self._replies.get(p.turn) if p.turn is not None else None
-            if reply is not None and reply.started is not None:
-                await self.push_frame(reply.started)
-            self._showing = p.turn
+        for frame in replies.before_picture(p.turn):
+            await self.push_frame(frame)
         image = OutputImageRawFrame(image=p.rgb, size=p.size, format="RGB")
         image.sync_with_audio = self._sync_with_audio
         await self.push_frame(image)
         if p.turn is not None:
-            reply = self._replies.get(p.turn)
             await self.push_frame(TTSAudioRawFrame(audio=p.audio, sample_rate=self._sample_rate, num_channels=1,
-                                                   context_id=reply.context_id if reply else None))
+                                                   context_id=replies.context_id(p.turn)))
         else:
             if self._idle_audio:
                 await self.push_frame(OutputAudioRawFrame(audio=p.audio, sample_rate=self._sample_rate,
                                                           num_channels=1))
-            if not self._replies and self._open is None:
+            if replies.drained:
                 self._drained.set()
 
     # -- speech in (the service's frame task) -----------------------------------------------
     async def _reply_started(self, frame: TTSStartedFrame) -> None:
         await self._end_turn()  # a reply still open (its stopped frame never came) ends here
-        self._context = _Context(frame)
+        self._replies.context_started(frame)
 
     async def _speech(self, frame: TTSAudioRawFrame) -> None:
-        if self._live is None or self._closed or self._context is not None and self._context.interrupted:
+        if self._live is None or self._closed or not self._replies.accepting:
             return
         audio = frame.audio
         if frame.num_channels > 1:
@@ -416,44 +336,27 @@ class IplapVideoService(AIService):
         self._push_speech(np.frombuffer(audio, np.int16), frame.context_id)
 
     def _push_speech(self, samples: np.ndarray, context_id: str | None) -> None:
-        """Push samples into the open turn, or a new one (the session numbers turns as we do)."""
+        """Push samples into the open turn, or a new one (the session says which)."""
         if not len(samples):
             return
-        if self._open is None:
-            if self._context is None:  # audio without a TTSStartedFrame
-                self._context = _Context(None)
-            context = self._context
-            reply = _Reply(context_id, started=context.started if context.last_reply is None else None)
-            context.last_reply = reply
-            self._open = self._next_turn
-            self._next_turn += 1
-            self._replies[self._open] = reply
         try:
-            self._live.push(samples)
+            turn = self._live.push(samples)
         except iplap.IplapError as exc:
             logger.error(f"{self}: {exc}")
+            return
+        self._replies.speech_joined(turn, context_id)
 
     async def _reply_stopped(self, frame: TTSStoppedFrame) -> None:
         await self._end_turn()
-        context, self._context = self._context, None
-        reply = context.last_reply if context is not None else None
-        if context is not None and context.interrupted:
-            return  # the interruption has told the transport
-        if reply is None:  # no audio came: nothing plays, so nothing waits for it
-            if context is not None and context.started is not None:
-                await self.push_frame(context.started)
-            await self.push_frame(frame)
-        elif reply.played:  # ended by a gap, and played out before this came
-            await self.push_frame(frame)
-        else:
-            reply.stopped = frame
+        for passed in self._replies.context_stopped(frame):
+            await self.push_frame(passed)
 
     async def _end_turn(self) -> None:
         """End the open turn (its resampler's tail is pushed first)."""
-        if self._open is None:
+        if self._replies.open is None:
             return
         await self._flush_resampler()
-        self._open = None
+        self._replies.open = None
         if self._live is not None:
             try:
                 self._live.end_of_turn()
@@ -462,38 +365,34 @@ class IplapVideoService(AIService):
 
     async def _flush_resampler(self) -> None:
         resampler, self._resampler = self._resampler, None
-        if resampler is not None and self._open is not None:
+        if resampler is not None and self._replies.open is not None:
             self._push_speech(np.frombuffer(await resampler.flush(), np.int16), None)
 
     async def _interrupt(self) -> None:
         """Interrupt the session; pictures of the interrupted turns still queued are dropped
-        as they come (``_cutoff``), so the next picture pushed is idle."""
+        as they come, so the next picture pushed is idle."""
         if self._live is None:
             return
         async with self._push_lock:
             self._live.interrupt()
-            self._cutoff = self._next_turn
-            self._open = None
             self._resampler = None
-            self._replies.clear()
-            if self._context is not None:
-                self._context.interrupted = True
+            self._replies.interrupted()
 
     async def _watch(self) -> None:
         """End the open turn after a gap in the TTS audio, before its speech runs out."""
         while True:
             await asyncio.sleep(_WATCH_SECONDS)
-            if self._open is None or time.monotonic() - self._last_audio < self._end_after:
+            if self._replies.open is None or time.monotonic() - self._last_audio < self._end_after:
                 continue
             if self._live.stats().queued_speech_seconds <= self._end_after:
                 await self._end_turn()
 
 
 def _convert(frame: iplap.LiveFrame) -> _Picture:
-    """A live frame as bytes: the picture BGR -> RGB, the audio float32 -> int16 mono."""
+    """A live frame as bytes (on the bridge's thread): the picture BGR -> RGB, the audio int16 mono."""
     height, width = frame.image.shape[:2]
     rgb = frame.image[:, :, ::-1].tobytes()  # one copy, in RGB order
-    audio = np.clip(np.round(frame.audio[:, 0] * 32768.0), -32768, 32767).astype(np.int16).tobytes()
+    audio = frame.pcm16()[:, 0].tobytes()
     return _Picture(frame.index, frame.turn, rgb, (width, height), audio)
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import MAX_REFS, MIN_REFS, BackendConfig, IplapError, Pipeline, PipelineConfig, __version__
+from .. import BackendConfig, IplapError, Pipeline, PipelineConfig, __version__
+from ..limits import check_refs
 from .config import ServeConfig
 from .errors import ApiError, errors_middleware, json_response
 from .guard import Guard
 from .jobs import JobQueue
-from .live import LiveLimits, LiveSession, serve_live
+from .live import LiveLimits, OneShotSession, serve_live
 from .live_continuous import ContinuousSession
 from .media_checks import FaceLimits, check_face, check_speech
 from .protocol import parse_mode
@@ -159,10 +160,11 @@ def parse_refs(value: str | None, default: int) -> int:
     try:
         refs = int(value)
     except ValueError:
-        raise ApiError(400, f"refs must be a whole number, got {value[:20]!r}") from None
-    if not MIN_REFS <= refs <= MAX_REFS:
-        raise ApiError(400, f"refs must be between {MIN_REFS} and {MAX_REFS}, got {refs}")
-    return refs
+        refs = value[:20]  # not a number: check_refs says what it must be
+    try:
+        return check_refs(refs)
+    except IplapError as exc:
+        raise ApiError(400, exc.message) from None
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -193,7 +195,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "say which face: /api/live?avatar=ID")
     store.ready(avatar_id)
     refs = parse_refs(request.query.get("refs"), config.refs)
-    mode = ContinuousSession if parse_mode(request.query.get("mode")) == "continuous" else LiveSession
+    mode = ContinuousSession if parse_mode(request.query.get("mode")) == "continuous" else OneShotSession
     return await serve_live(request, request.app[PIPELINE], lambda: store.load(avatar_id, refs), request.app[SLOTS],
                             LiveLimits.of(config), request.app[LIVE], mode)
 

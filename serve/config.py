@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import BACKENDS, DEFAULT_REFS, MAX_REFS, MIN_REFS
+from ..limits import BACKENDS, DEFAULT_REFS, check_refs
+from ..cache import cache_dir
 from ..errors import IplapError
 from ..flags import setting
 
@@ -20,8 +21,7 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 def default_avatar_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "iplap" / "avatars"
+    return cache_dir("avatars")
 
 
 def is_loopback(host: str) -> bool:
@@ -48,7 +48,8 @@ class ServeConfig:
                                              action="append", metavar="ORIGIN")
     max_sessions: int = setting(2, "renders (jobs, live sessions, face preparations) at once", metavar="K")
     max_queue: int = setting(16, "jobs and face preparations that may wait for a render slot; one more gets 429")
-    avatar_dir: Path | None = setting(None, "where prepared faces are kept (default ~/.cache/iplap/avatars)")
+    avatar_dir: Path | None = setting(None, "where prepared faces are kept (default: avatars in the cache folder, "
+                                            "$IPLAP_CACHE or ~/.cache/iplap)")
     avatar_dir_mb: float = setting(4096.0, "the most the prepared faces may take on disk, MB; beyond it the least "
                                             "recently used faces are removed (0: no limit)")
     max_upload_mb: float = setting(200.0, "largest upload (a face or a speech file), MB")
@@ -91,8 +92,7 @@ class ServeConfig:
                           ("max_face_frames", 1), ("max_face_pixels", 1)):
             if getattr(self, name) < low:
                 raise IplapError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        if not MIN_REFS <= self.refs <= MAX_REFS:
-            raise IplapError(f"refs must be between {MIN_REFS} and {MAX_REFS}, got {self.refs}")
+        check_refs(self.refs)
         for name in ("max_upload_mb", "max_live_seconds", "live_queue_s", "max_speech_seconds", "live_timeout_s", "idle_timeout_s",
                      "upload_timeout_s", "live_heartbeat_s"):
             if not getattr(self, name) > 0:

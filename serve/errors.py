@@ -1,7 +1,7 @@
 """Errors the HTTP API answers with: a status and a one-line message, sent as JSON.
 
 Which failures are the caller's and which are ours is decided once, by
-:class:`iplap.Failure` (the package's error layer): the caller's get a 4xx with their
+:class:`iplap.errors.Failure` (the package's error layer): the caller's get a 4xx with their
 message, ours a 500 whose details stay in the server's log.
 """
 

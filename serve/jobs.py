@@ -21,7 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import Failure, Fault, Pipeline
+from .. import Pipeline
+from ..errors import Failure, Fault
 from .errors import ApiError
 from .slots import Slots
 from .store import AvatarStore, Cancelled

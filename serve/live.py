@@ -49,12 +49,12 @@ import cv2
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .. import FPS, Avatar, Failure, Fault, IplapError, Pipeline
-from ..errors import first_line
+from .. import FPS, Avatar, IplapError, Pipeline
+from ..errors import Failure, Fault, first_line
 from .errors import ApiError
 from .live_audio import Aborted, ClientAudio, Inbox
 from .outbox import Outbox
-from .protocol import LiveStats, Outgoing, StartMessage, error_message, message_type, ready_message
+from .protocol import SentStats, Outgoing, StartMessage, error_message, message_type, ready_message
 from .slots import Slots
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,14 @@ class Session:
     """What every live session shares: the lifecycle of its render thread, its sender and its
     receiver, one error for the client, and the frames waiting for the client. A mode says
     what ``ready`` holds (:meth:`ready`), reads the client (:meth:`_receive`), renders on its
-    slot's thread (:meth:`_render`), stops it (:meth:`abort`) and sums up (:meth:`summary`)."""
+    slot's thread (:meth:`_render`, or :meth:`_rendering` on the loop), stops it (:meth:`abort`)
+    and sums up (:meth:`summary`)."""
 
     def __init__(self, pipeline: Pipeline, avatar: Avatar, start: StartMessage, limits: LiveLimits, slots: Slots,
                  loop: asyncio.AbstractEventLoop):
         self.pipeline, self.avatar, self.start, self.limits, self.slots = pipeline, avatar, start, limits, slots
         self.loop = loop
-        self.stats = LiveStats()
+        self.stats = SentStats()
         self.outbox = Outbox(limits.pending_frames, self.stats)
         self.received = 0  # bytes of audio
         self.error: str | None = None
@@ -141,7 +142,7 @@ class Session:
     # -- on the event loop ---------------------------------------------------------------------
     async def run(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
         await ws.send_str(self.ready())
-        render = asyncio.ensure_future(self.slots.call(self._render))
+        render = asyncio.ensure_future(self._rendering())
         sender = asyncio.ensure_future(self.outbox.send_all(ws))
         receiver = asyncio.ensure_future(self._receive(ws, deadline))
         try:
@@ -161,6 +162,10 @@ class Session:
         await ws.send_str(json.dumps(summary))
         await ws.close()
         log.info("live session: %s", summary)
+
+    async def _rendering(self) -> None:
+        """The render: :meth:`_render` on a slot's thread (the session holds the slot)."""
+        await self.slots.call(self._render)
 
     async def _receive(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
         raise NotImplementedError
@@ -190,7 +195,7 @@ class Session:
         self.loop.call_soon_threadsafe(self.outbox.push, message)
 
 
-class LiveSession(Session):
+class OneShotSession(Session):
     """One live render (``mode=oneshot``): the client's audio in, the render thread, the frames out."""
 
     def __init__(self, pipeline: Pipeline, avatar: Avatar, start: StartMessage, limits: LiveLimits, slots: Slots,
@@ -290,10 +295,10 @@ def _ws_error(exc) -> str:
 
 
 async def serve_live(request: web.Request, pipeline: Pipeline, avatar_loader, slots: Slots, limits: LiveLimits,
-                     sessions: set, mode: type[Session] = LiveSession) -> web.WebSocketResponse:
+                     sessions: set, mode: type[Session] = OneShotSession) -> web.WebSocketResponse:
     """The WebSocket handler's body, after the avatar was checked (see ``app.py``). ``sessions``
     holds the running sessions, for the server to abort them when it shuts down; ``mode`` is
-    the session's class (:class:`LiveSession`, or the continuous one)."""
+    the session's class (:class:`OneShotSession`, or the continuous one)."""
     ws = web.WebSocketResponse(heartbeat=limits.heartbeat_seconds, compress=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     _small_send_buffer(request)

@@ -34,10 +34,6 @@ class Inbox:
         self._room = asyncio.Event()
         self._room.set()
 
-    @property
-    def waiting_bytes(self) -> int:
-        return self._bytes
-
     async def put(self, data: bytes) -> None:
         while self._bytes >= self.max_bytes and not self.aborted:
             self._room.clear()

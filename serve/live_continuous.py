@@ -27,9 +27,11 @@ server -> client
       interrupted, just before the first idle frame; each finish is followed by
       ``{"type": "stats", ...}``, the closing message's fields so far;
     * ``{"type": "end", "mode": "continuous", "frames", "dropped_frames", "max_pending_frames",
-      "fps", "speaking_frames", "held_frames", "rendered", "stalls", "turns", "interrupted",
-      "k", "real_time_factor", "latencies_s", "mean_latency_s", "queued_speech_s",
-      "max_queued_speech_s"}`` when the session ends well, then the server closes;
+      "fps", "max_queued_speech_s", ...}`` when the session ends well, then the server closes:
+      the frames sent, dropped and waiting at most, and the rest of ``iplap.LiveStats.as_dict()``
+      (``speaking_frames``, ``held_frames``, ``rendered``, ``renders``, ``stalls``, ``turns``,
+      ``interrupted``, ``k``, ``workers``, ``real_time_factor``, ``latencies_s``,
+      ``mean_latency_s``, ``queued_speech_s``, ``stage_s``);
     * ``{"type": "error", "message"}`` on bad input or a limit, then the server closes.
 
 Limits. As in one-shot mode: the start message within ``idle_seconds``, the session's speech
@@ -42,25 +44,25 @@ back by TCP: the runtime holds pushed speech in memory until it plays, so a chun
 make more than ``queue_seconds`` of speech wait to play is refused with a 413 error (the
 ``stats`` messages say how much waits).
 
-Threads. The runtime's :class:`~iplap.runtime.live.LiveSession` renders on a worker thread
-of its own; this session's slot thread iterates its paced ``frames()``, encodes each
-picture (once: a held or idle picture reuses its JPEG) and queues it with its events. The
-receiver pushes speech, ends turns and interrupts on the event loop (each a short lock).
-However the session ends, the frames stop within a frame, and the runtime session is closed
-(its worker joined) before the slot is given back.
+Threads. The runtime's :class:`iplap.LiveSession` renders on a worker thread of its own; an
+:class:`iplap.LiveBridge` iterates its paced ``frames()`` on this session's slot thread,
+encodes each picture there (once: a held or idle picture reuses its JPEG) with its events,
+and hands the messages to the event loop, which queues them for the client. The receiver
+pushes speech, ends turns and interrupts on the event loop (each a short lock). However
+the session ends, the frames stop within a frame, and the runtime session is closed (its
+worker joined) before the slot is given back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 
 import cv2
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from .. import FPS, IplapError
+from .. import FPS, IplapError, LiveBridge
 from .errors import ApiError
 from .live import ClientGone, Deadline, Session, _ws_error
 from .protocol import Outgoing, continuous_summary, event_message, message_type, ready_message
@@ -74,16 +76,15 @@ class ContinuousSession(Session):
     def __init__(self, *args):
         super().__init__(*args)
         self.live = None  # the runtime's LiveSession, made by open()
-        self._stop = threading.Event()
-        self._events: list[tuple[str, bool]] = []  # fired by the runtime, on the slot thread
+        self.bridge: LiveBridge | None = None
         self._turn: int | None = None  # the last turn a frame showed
         self._jpeg: tuple[np.ndarray | None, bytes] = (None, b"")  # the last picture and its JPEG
 
     async def open(self) -> None:
         self.live = await self.slots.call(lambda: self.pipeline.open_live(
-            self.avatar, self.start.sample_rate, self.start.channels, realtime=True,
-            on_playback_started=lambda: self._events.append(("started", False)),
-            on_playback_finished=lambda interrupted: self._events.append(("finished", interrupted))))
+            self.avatar, self.start.sample_rate, self.start.channels, realtime=True))
+        self.bridge = LiveBridge(self.live, self._messages)
+        self.bridge.bind(self.loop)
 
     async def close(self) -> None:
         if self.live is None:
@@ -95,7 +96,8 @@ class ContinuousSession(Session):
 
     def abort(self, reason: str | None = None) -> None:
         super().abort(reason)
-        self._stop.set()
+        if self.bridge is not None:
+            self.bridge.stop()
 
     def ready(self) -> str:
         return ready_message(FPS, self.avatar.track.width, self.avatar.track.height, self.start,
@@ -105,6 +107,20 @@ class ContinuousSession(Session):
         return continuous_summary("end", self.stats, self.live.stats(), self.limits.queue_seconds)
 
     # -- on the event loop ---------------------------------------------------------------------
+    async def _rendering(self) -> None:
+        """The frames: the bridge runs on the slot's thread; its messages go to the client."""
+        pump = asyncio.ensure_future(self.slots.call(self.bridge.run))
+        try:
+            async for messages in self.bridge:
+                for message in messages:
+                    self.outbox.push(message)
+        except Exception as exc:  # noqa: BLE001 - reported to the client; the service goes on
+            self._failed(exc)
+        finally:
+            self.bridge.stop()  # a receiver still reading learns that the frames are over
+            await asyncio.wait([pump])
+            self.outbox.close()
+
     async def _receive(self, ws: web.WebSocketResponse, deadline: Deadline) -> None:
         """Push speech, end turns and interrupt until ``end``; raise on bad input, a limit, or
         the client gone. No idle limit: the deadline and the heartbeat end a quiet session."""
@@ -113,7 +129,7 @@ class ContinuousSession(Session):
                 message = await ws.receive(timeout=deadline.left())
             except asyncio.TimeoutError:
                 raise deadline.error() from None
-            if self._stop.is_set():
+            if self.bridge.stopped:
                 return  # the frames are over (an error, if any, is reported)
             if message.type == WSMsgType.BINARY:
                 self._push(message.data)
@@ -123,7 +139,7 @@ class ContinuousSession(Session):
                     raise ApiError(400, "in continuous mode send binary audio, {\"type\": \"turn_end\"}, "
                                         "{\"type\": \"interrupt\"} or {\"type\": \"end\"}")
                 if kind == "end":
-                    self._stop.set()  # the frames stop within one
+                    self.bridge.stop()  # the frames stop within one
                     return
                 try:
                     self.live.end_of_turn() if kind == "turn_end" else self.live.interrupt()
@@ -149,44 +165,27 @@ class ContinuousSession(Session):
         except IplapError:
             pass  # closed: the frames are over, and the receiver ends at the next message
 
-    # -- on the slot's thread ----------------------------------------------------------------------
-    def _render(self) -> None:
-        try:
-            for frame in self.live.frames():
-                if self._stop.is_set():
-                    break
-                self._emit(frame)
-        except Exception as exc:  # noqa: BLE001 - reported to the client; the service goes on
-            self._failed(exc)
-        finally:
-            self._stop.set()  # a receiver still reading learns that the frames are over
-            self.loop.call_soon_threadsafe(self.outbox.close)
-
-    def _emit(self, frame) -> None:
-        """Queue ``frame`` with the events the runtime fired just before it (in their order:
-        an interrupted turn's finish and a turn's start before it, a finish after it)."""
-        events, self._events = self._events, []
-        after = []
-        for kind, interrupted in events:
-            if kind == "started":
+    # -- on the bridge's (the slot's) thread -------------------------------------------------------
+    def _messages(self, frame) -> list:
+        """A frame as the client's messages, with its events in their order (an interrupted
+        turn's finish and a turn's start before it, a finish after it)."""
+        before, after = [], []
+        for event in frame.events:
+            if event.kind == "playback_started":
                 latency = self.live.stats().latencies[-1]
-                self._send(event_message("playback_started", frame.turn, latency_s=round(latency, 4)))
-            elif interrupted:
-                self._finished(self._turn, True)
+                before.append(event_message("playback_started", event.turn, latency_s=round(latency, 4)))
             else:
-                after.append(frame.turn)
-        audio = self._audio(frame.audio) if frame.speaking else b""
-        self._send(Outgoing("frame", frame.index, round(frame.time, 6), self._encode(frame.image), audio,
-                            frame.time, {"speaking": frame.speaking, "turn": frame.turn, "held": frame.held}))
+                (before if event.before_frame else after).extend(self._finished(event.turn, event.interrupted))
+        audio = self._audio(frame) if frame.speaking else b""
+        picture = Outgoing("frame", frame.index, round(frame.time, 6), self._encode(frame.image), audio,
+                           frame.time, {"speaking": frame.speaking, "turn": frame.turn, "held": frame.held})
         if frame.speaking:
             self._turn = frame.turn
-        for turn in after:
-            self._finished(turn, False)
+        return [*before, picture, *after]
 
-    def _finished(self, turn: int | None, interrupted: bool) -> None:
-        self._send(event_message("playback_finished", turn, interrupted=interrupted))
+    def _finished(self, turn: int | None, interrupted: bool) -> list[str]:
         stats = continuous_summary("stats", self.stats, self.live.stats(), self.limits.queue_seconds)
-        self._send(json.dumps(stats))
+        return [event_message("playback_finished", turn, interrupted=interrupted), json.dumps(stats)]
 
     def _encode(self, image: np.ndarray) -> bytes:
         """The picture's JPEG; the same picture again (idle, or held) is not encoded again. (The
@@ -201,8 +200,8 @@ class ContinuousSession(Session):
             self._jpeg = (image, jpeg)
         return jpeg
 
-    def _audio(self, samples: np.ndarray) -> bytes:
-        """A frame's float32 (samples, channels) in the client's own format, interleaved."""
+    def _audio(self, frame) -> bytes:
+        """A frame's audio in the client's own format, interleaved."""
         if self.start.format == "s16le":
-            return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
-        return samples.astype("<f4").tobytes()
+            return frame.pcm16().astype("<i2").tobytes()
+        return frame.audio.astype("<f4").tobytes()

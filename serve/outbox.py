@@ -8,7 +8,7 @@ from collections import deque
 
 from aiohttp import web
 
-from .protocol import LiveStats, Outgoing
+from .protocol import SentStats, Outgoing
 
 #: Text messages (a continuous session's events) that may wait for a client that reads slowly;
 #: they are never dropped, so one more means the client is not reading at all.
@@ -29,7 +29,7 @@ class Outbox:
     with :class:`OutboxOverflow`. Rendering never waits for the client.
     """
 
-    def __init__(self, max_pending: int, stats: LiveStats):
+    def __init__(self, max_pending: int, stats: SentStats):
         self.max_pending, self.stats = max_pending, stats
         self._pending: deque[Outgoing | str] = deque()
         self._media = 0  # Outgoing messages in _pending

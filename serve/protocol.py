@@ -12,14 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from ..errors import one_line
+from .. import AudioFormat
+from ..errors import IplapError, one_line
 from .errors import ApiError
 
 #: The sample formats a client may send (and gets back with its frames).
 FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
-#: The channel counts a client may send (2: interleaved).
-CHANNELS = (1, 2)
 #: The live WebSocket's modes (``?mode=``): one reply per session, or an always-on avatar.
 MODES = ("oneshot", "continuous")
 
@@ -31,11 +29,6 @@ def parse_mode(value: str | None) -> str:
     if value not in MODES:
         raise ApiError(400, f"mode must be one of {', '.join(MODES)}, got {_shown(value)}")
     return value
-
-
-def _whole_number(value) -> bool:
-    """An int that is not a bool: JSON's ``2.0`` and ``true`` are not channel counts."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -66,11 +59,10 @@ class StartMessage:
         if data.get("type") != "start":
             raise ApiError(400, "the first message must be {\"type\": \"start\", ...}")
         rate, channels, fmt = data.get("sample_rate"), data.get("channels", 1), data.get("format", "f32le")
-        if not _whole_number(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-            raise ApiError(400, f"sample_rate must be a whole number from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}, "
-                                f"got {_shown(rate)}")
-        if not _whole_number(channels) or channels not in CHANNELS:
-            raise ApiError(400, f"channels must be 1 or 2 (interleaved), got {_shown(channels)}")
+        try:
+            AudioFormat(rate, channels)
+        except IplapError as exc:  # the audio contract's own words
+            raise ApiError(400, exc.message) from None
         if not isinstance(fmt, str) or fmt not in FORMATS:
             raise ApiError(400, f"format must be one of {', '.join(FORMATS)}, got {_shown(fmt)}")
         return cls(rate, channels, fmt)
@@ -133,7 +125,7 @@ def error_message(message: str) -> str:
 
 
 @dataclass
-class LiveStats:
+class SentStats:
     """What the closing message reports."""
 
     frames: int = 0
@@ -157,16 +149,12 @@ def event_message(kind: str, turn: int | None, **fields) -> str:
     return json.dumps({"type": kind, "turn": turn, **fields})
 
 
-def continuous_summary(kind: str, sent: LiveStats, played, max_queued_seconds: float) -> dict:
-    """A continuous session's ``stats`` (after each reply) or closing ``end`` message: what was
-    sent (``sent``, the outbox's count) and what the always-on session played (``played``: a
-    :class:`iplap.runtime.live.LiveStats` snapshot)."""
-    latencies = [round(x, 4) for x in played.latencies]
+def continuous_summary(kind: str, sent: SentStats, played, max_queued_seconds: float) -> dict:
+    """A continuous session's ``stats`` (after each reply) or closing ``end`` message: what the
+    always-on session played (``played``: an :class:`iplap.LiveStats` snapshot, as its
+    ``as_dict()`` says it) and what was sent (``sent``, the outbox's count: its ``frames`` are
+    the frames sent)."""
     summary = sent.summary()
     del summary["first_frame_latency_s"]  # per turn here: latencies_s
-    return {**summary, "type": kind, "mode": "continuous",
-            "speaking_frames": played.speaking_frames, "held_frames": played.held, "rendered": played.rendered,
-            "stalls": played.stalls, "turns": played.turns, "interrupted": played.interrupted, "k": played.k,
-            "real_time_factor": round(played.real_time_factor, 3), "latencies_s": latencies,
-            "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
-            "queued_speech_s": round(played.queued_speech_seconds, 3), "max_queued_speech_s": max_queued_seconds}
+    return {**played.as_dict(), **summary, "type": kind, "mode": "continuous",
+            "max_queued_speech_s": max_queued_seconds}

@@ -28,7 +28,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import Avatar, Failure, Fault, Pipeline
+from .. import Avatar, Pipeline
+from ..errors import Failure, Fault
 from .errors import ApiError
 
 log = logging.getLogger(__name__)

@@ -95,7 +95,7 @@ def _summary(err: str) -> dict[str, str]:
     ("face,audio,out\nclip.mp4,s0.wav,../x.mp4\nclip.mp4,s1.wav,x.avi\n", ".csv",
      ["line 2: out must be a plain file name", "line 3: out must end in .mp4"]),
     ("face,audio,refs,crf,backend\nclip.mp4,s0.wav,0,60,tensorrt\n", ".csv",
-     ["refs must be between 1 and 100", "crf must be between 0 and 51", "backend must be one of"]),
+     ["refs must be a whole number from 1 to 100", "crf must be a whole number from 0 to 51", "unknown backend 'tensorrt': choose one of"]),
     ('{"face": "clip.mp4", "audio": "s0.wav"}\n{"face": "clip.mp4", "audio": "s0.wav"\n', ".jsonl",
      ["line 2: not JSON"]),
     ('{"face": "clip.mp4", "audio": "s0.wav"}\n{"face": "clip.mp4", "audio": "s0.wav"}\n', ".jsonl",

@@ -104,7 +104,7 @@ def test_a_file_that_no_job_wrote_is_not_overwritten_and_the_other_jobs_go_on(in
 
 
 def test_an_output_a_finished_job_wrote_may_be_replaced_and_no_other(tmp_path):
-    from iplap import sha256_file
+    from iplap.provenance import sha256_file
     from iplap.batch.run import RECORDS, Records
 
     (tmp_path / "ours.mp4").write_bytes(b"rendered by a job")
