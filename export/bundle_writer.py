@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__
+from ..provenance import tool_versions
 from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
 from ..models.warp import fuse_warped
-from ..runtime.bundle import (CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, check_destination, package_versions,
+from ..runtime.bundle import (CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, check_destination,
                               write_bundle_atomically)
-from ..runtime.files import sha256_file
+from ..provenance import sha256_file
 from .graphs import ExportableGraph, build_graphs, example_inputs
 from .onnx_export import OPSET, export_graph
 
@@ -83,8 +83,8 @@ def check_cases(spec: GraphSpec, golden: tuple[torch.Tensor, ...], seed: int = 0
     return [example_inputs(spec, b, generator) for b in ((2, 3) if dynamic else (1,))] + [golden]
 
 
-def tool_versions() -> dict[str, str]:
-    return {"iplap": __version__, **package_versions(("torch", "onnx", "onnxruntime", "openvino"))}
+def export_tool_versions() -> dict[str, str]:
+    return tool_versions(("torch", "onnx", "onnxruntime", "openvino"))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -126,7 +126,7 @@ def export_bundle(config: ExportConfig) -> Bundle:
             "precision": "fp32",
             "quantization": None,
             "opset": config.opset,
-            "versions": tool_versions(),
+            "versions": export_tool_versions(),
             "checkpoints": checkpoint_info,
             "constants": CONSTANTS,
             "graphs": graphs,

@@ -12,7 +12,7 @@ translation             per frame              the 128x128 face
 
 Warping and fusion of the references run outside any graph (the runtime's Numba kernel).
 Each wrapper below is an ``nn.Module`` with flat tensor inputs and outputs, named as in
-:data:`iplap.runtime.bundle.GRAPHS`, so the ONNX graph and the runtime agree by name.
+:data:`iplap.runtime.bundle.GRAPH_SPECS`, so the ONNX graph and the runtime agree by name.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..models.landmark_generator import LandmarkGenerator
 from ..models.renderer import Renderer, mask_lower_half
-from ..runtime.bundle import GRAPHS, GraphSpec
+from ..runtime.bundle import GRAPH_SPECS, GraphSpec
 
 
 class LandmarkGeneratorGraph(nn.Module):
@@ -97,7 +97,7 @@ def build_graphs(landmark_generator: LandmarkGenerator, renderer: Renderer) -> l
         "flow_head": FlowHeadGraph(renderer),
         "translation": TranslationGraph(renderer),
     }
-    return [ExportableGraph(spec, modules[spec.name].eval()) for spec in GRAPHS]
+    return [ExportableGraph(spec, modules[spec.name].eval()) for spec in GRAPH_SPECS]
 
 
 def example_inputs(spec: GraphSpec, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

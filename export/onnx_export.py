@@ -17,12 +17,13 @@ import numpy as np
 import torch
 
 from .. import __version__
+from . import OPSET
 from ..errors import IplapError
+from ..limits import Backend
 from .graphs import ExportableGraph
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 #: A converted graph passes when |ours - torch| <= ATOL + RTOL * |torch| everywhere.
 ATOL, RTOL = 1e-4, 1e-4
 
@@ -105,8 +106,8 @@ def check_graph(graph: ExportableGraph, onnx_path: Path, xml_path: Path,
 
     spec = graph.spec
     errors = {}
-    for backend, path in (("onnxruntime", onnx_path), ("openvino", xml_path)):
-        model = load_model(path, BackendConfig(backend=backend, precision="f32"), spec.output_names)
+    for backend, path in ((Backend.ONNXRUNTIME, onnx_path), (Backend.OPENVINO, xml_path)):
+        model = load_model(path, BackendConfig(backend=backend, inference_precision="f32"), spec.output_names)
         worst = 0.0
         for i, case in enumerate(cases):
             outputs = model.run({n: t.numpy() for n, t in zip(spec.input_names, case)})
@@ -126,5 +127,5 @@ def export_graph(graph: ExportableGraph, out_dir: Path, cases: list[tuple[torch.
     errors = check_graph(graph, onnx_path, xml_path, cases)
     size = onnx_path.stat().st_size / 2**20
     log.info("exported %s: %.1f MiB, max |error| onnxruntime %.2g, openvino %.2g (%.1f s)", graph.spec.name,
-             size, errors["onnxruntime"], errors["openvino"], time.perf_counter() - start)
+             size, errors[Backend.ONNXRUNTIME], errors[Backend.OPENVINO], time.perf_counter() - start)
     return GraphExport(graph.spec.name, onnx_path, xml_path, errors)

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..limits import DEFAULT_CRF
 from ..runtime.constants import FPS
 from . import FACE_IMAGE
 
@@ -63,7 +64,7 @@ def write_clip(path: str | Path, frames: list[np.ndarray], fps: int = FPS, lossl
         stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = "bgr24" if lossless else "yuv420p"
-        stream.options = {"crf": "0" if lossless else "18", "preset": "veryfast"}
+        stream.options = {"crf": "0" if lossless else str(DEFAULT_CRF), "preset": "veryfast"}
         for k, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
             video_frame.pts, video_frame.time_base = k, Fraction(1, fps)

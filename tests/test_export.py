@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 from conftest import light_copy  # noqa: E402
 from iplap.cli import main  # noqa: E402
 from iplap.errors import BundleError  # noqa: E402
-from iplap.runtime.bundle import FORMAT_VERSION, GRAPHS, MANIFEST, Bundle  # noqa: E402
+from iplap.runtime.bundle import FORMAT_VERSION, GRAPH_SPECS, MANIFEST, Bundle  # noqa: E402
 
 
 def test_manifest_records_provenance(bundle_dir, standin_checkpoints):
@@ -21,11 +21,11 @@ def test_manifest_records_provenance(bundle_dir, standin_checkpoints):
     assert manifest["format_version"] == FORMAT_VERSION and manifest["precision"] == "fp32"
     assert manifest["opset"] == 17
     assert set(manifest["versions"]) >= {"torch", "onnx", "openvino", "onnxruntime", "iplap"}
-    from iplap.runtime.files import sha256_file
+    from iplap.provenance import sha256_file
     assert manifest["checkpoints"]["renderer"]["sha256"] == sha256_file(standin_checkpoints["renderer"])
     assert manifest["constants"]["T"] == 5 and manifest["constants"]["Nl"] == 15
     assert manifest["constants"]["mel"]["hop"] == 200
-    for spec in GRAPHS:
+    for spec in GRAPH_SPECS:
         entry = manifest["graphs"][spec.name]
         assert [i["name"] for i in entry["inputs"]] == spec.input_names
         assert entry["onnx"] in manifest["files"] and entry["openvino"] in manifest["files"]

@@ -319,7 +319,10 @@ def test_custom_ops_match_their_definitions():
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from iplap.export import facemodels as fm
+    from iplap.export import OPSET
+    from iplap.export.facemodels.convert import Converter
+    from iplap.export.facemodels.mediapipe_ops import (landmarks_to_matrix, transform_landmarks,
+                                                       transform_tensor_bilinear)
 
     rng = np.random.default_rng(3)
     landmarks = np.concatenate([rng.uniform(8, 40, (12, 2)), rng.uniform(-1, 1, (12, 1))], axis=1).astype(np.float32)
@@ -328,12 +331,12 @@ def test_custom_ops_match_their_definitions():
     attrs = {"left_rotation_idx": 1, "right_rotation_idx": 4, "output_height": 16, "output_width": 16,
              "scale_x": 2.5, "scale_y": 2.5, "subset_idxs": [0, 2, 3, 5, 7, 9], "target_rotation_radians": 0.0}
 
-    cv = fm._Converter([])
-    matrix = fm._landmarks_to_matrix(cv, "landmarks", attrs, attrs["subset_idxs"])
+    cv = Converter([])
+    matrix = landmarks_to_matrix(cv, "landmarks", attrs, attrs["subset_idxs"])
     nchw = cv.node("Transpose", ["features"], "nchw", perm=[0, 3, 1, 2])
-    sampled = fm._transform_tensor_bilinear(cv, nchw, matrix, (48, 48), (16, 16))
+    sampled = transform_tensor_bilinear(cv, nchw, matrix, (48, 48), (16, 16))
     sampled = cv.node("Transpose", [sampled], "nhwc", perm=[0, 2, 3, 1])
-    moved = fm._transform_landmarks(cv, "crop", matrix, 2)
+    moved = transform_landmarks(cv, "crop", matrix, 2)
     names = {"matrix": matrix, "sampled": sampled, "moved": moved}
     cv.nodes += [helper.make_node("Identity", [v], [k]) for k, v in names.items()]
     graph = helper.make_graph(
@@ -343,7 +346,7 @@ def test_custom_ops_match_their_definitions():
          helper.make_tensor_value_info("crop", TensorProto.FLOAT, [1, 7, 2])],
         [helper.make_tensor_value_info(k, TensorProto.FLOAT, shape) for k, shape in
          (("matrix", [1, 4, 4]), ("sampled", [1, 16, 16, 4]), ("moved", [1, 7, 2]))], cv.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", fm.OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
