@@ -15,14 +15,29 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import IplapError
-from ..runtime.bundle import GRAPH_BY_NAME
-from ..runtime.constants import MIN_GATE_PSNR_DB
+from ..limits import INFERENCE_PRECISIONS
 from .rewrite import REWRITES
+
+#: The calibration gate's default: a quantized bundle is kept only if its faces' mean PSNR
+#: against the exact (fp32) bundle reaches this many dB.
+MIN_GATE_PSNR_DB = 35.0
+#: An int8 bundle's float work (normalisation, modulation, activations, the layers kept in
+#: float) may run in bf16 on OpenVINO where the CPU has it (AMX-BF16 or AVX512-BF16): kept
+#: only if the whole bundle, run so, passes the gate and loses at most this much face PSNR
+#: against the f32 hint's measurement.
+MAX_FLOAT_HINT_LOSS_DB = 0.5
 
 PRECISIONS = ("int8", "bf16", "fp16")
 ORT_METHODS = ("minmax", "percentile", "entropy")
 NNCF_PRESETS = ("performance", "mixed")
 OVERFLOW_FIXES = ("disable", "first_layer", "enable")
+
+#: OpenVINO's inference precision hints, by name (f32 is exact).
+F32_HINT, BF16_HINT, F16_HINT = INFERENCE_PRECISIONS
+#: The OpenVINO inference precision hint each bundle precision is meant to run with (the
+#: manifest's ``openvino_inference_precision``). int8 asks for f32 so that the layers kept
+#: in float run as the gate measured them, also on CPUs whose default is bf16.
+OPENVINO_HINT = {"int8": F32_HINT, "bf16": BF16_HINT, "fp16": F16_HINT}
 
 
 class RecipeError(IplapError):
@@ -79,7 +94,7 @@ class OrtOptions:
             permutation commutes with per-tensor dequantization) and a quarter of the bytes.
         rewrites: exact graph rewrites applied before quantizing (:mod:`.rewrite`): by
             default the narrow float convolutions are blocked and SPADE's residual is
-            folded, which onnxruntime runs faster (measured per operator; see the README).
+            folded, which onnxruntime runs faster (measured per operator; see docs/benchmarks.md).
     """
 
     method: str = "minmax"
@@ -192,6 +207,9 @@ class Recipe:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise RecipeError(f"unknown precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
+        # Imported here, not above: ``iplap --help`` reads this module, and the runtime is heavy.
+        from ..runtime.bundle import GRAPH_BY_NAME
+
         unknown = set(self.graphs) - set(GRAPH_BY_NAME)
         if unknown:
             raise RecipeError(f"the recipe names unknown graphs: {', '.join(sorted(unknown))}")
@@ -204,9 +222,11 @@ class Recipe:
 
     @property
     def quantized_graphs(self) -> list[str]:
-        return [name for name in GRAPH_BY_NAME if self.graphs[name].quantize]
+        from ..runtime.bundle import GRAPH_NAMES
 
-    def with_graphs(self, **changes: GraphRecipe) -> "Recipe":
+        return [name for name in GRAPH_NAMES if self.graphs[name].quantize]
+
+    def with_graphs(self, **changes: GraphRecipe) -> Recipe:
         return dataclasses.replace(self, graphs={**self.graphs, **changes})
 
     def to_dict(self) -> dict:

@@ -38,7 +38,7 @@ from ..runtime.constants import MEL_WINDOW, SAMPLE_RATE
 from ..runtime.avatar import Avatar
 from ..runtime.backends import InferenceModel
 from ..runtime.bundle import GRAPH_NAMES
-from ..runtime.files import sha256_file
+from ..provenance import sha256_file
 from ..runtime.media import IMAGE_SUFFIXES
 from ..runtime.pipeline import Pipeline
 from .recipe import DataBudget

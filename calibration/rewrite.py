@@ -3,7 +3,7 @@
 Each rewrite computes the same function (in real arithmetic; float rounding may differ in
 the last bits) in a form that the quantized graph runs faster. They were chosen from
 per-operator profiles of the int8 renderer graphs (``iplap bench`` reports each graph's
-share of the machine's convolution ceiling; see the README's Benchmarks section):
+share of the machine's convolution ceiling; see docs/benchmarks.md):
 
 ``block_narrow_convs``
     A large-kernel convolution with very few output channels (``flow_head``'s ``conv_4``

@@ -21,7 +21,7 @@ from iplap.calibration.record import (CALIBRATION, HELDOUT, CalibrationDataError
 from iplap.runtime.audio import count_windows, load_audio, mel_frame_count
 from iplap.runtime.backends import BackendConfig
 from iplap.runtime.bundle import Bundle
-from iplap.runtime.files import sha256_file
+from iplap.provenance import sha256_file
 from iplap.runtime.pipeline import Pipeline, PipelineConfig
 from iplap.samples import FACE_IMAGE, SPEECH_16K
 from iplap.samples.clip import head_motion_frames, write_clip
@@ -184,7 +184,7 @@ def test_bf16_is_refused_where_the_cpu_cannot_run_it(bundle_dir, tmp_path, capsy
     from iplap.runtime.backends import load_model
 
     model = load_model(Bundle.load(bundle_dir).graph_file("reference_encoder", "openvino"),
-                       BackendConfig("openvino", precision="bf16"))
+                       BackendConfig("openvino", inference_precision="bf16"))
     if model.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "bf16":
         pytest.skip("this CPU runs bf16: the check has nothing to refuse")
     code = cli(["calibrate", "--bundle", str(bundle_dir), "--out", str(tmp_path / "bf16"), "--precision", "bf16"])

@@ -32,7 +32,7 @@ def _tensor(name, shape):
 def _run(model, feeds, tmp_path, backend, name):
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, str(path))
-    out = load_model(path, BackendConfig(backend, threads=1, precision="f32" if backend == "openvino" else None))
+    out = load_model(path, BackendConfig(backend, threads=1, inference_precision="f32" if backend == "openvino" else None))
     return out.run(feeds)
 
 
