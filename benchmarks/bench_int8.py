@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.bundle import GRAPH_NAMES as GRAPHS
-from ..runtime.constants import DEFAULT_REFS
+from ..runtime.bundle import GRAPH_NAMES
+from ..limits import BACKENDS, DEFAULT_REFS, Backend
 from ..runtime.reports import RENDERER_STAGES
 
 #: The renderer's timed stages: its graphs (or OpenVINO's fused flow) and the warp kernel.
@@ -119,7 +119,7 @@ def time_backend(bundles: dict[str, Path], backend: str, inputs: dict, distinct:
     pipelines = {p: Pipeline(b, config) for p, b in bundles.items()}
     models = {p: pipe.graphs for p, pipe in pipelines.items()}
     out: dict[str, dict] = {p: {"graphs_s": {}} for p in bundles}
-    for name in GRAPHS:
+    for name in GRAPH_NAMES:
         runs: dict[str, list[float]] = {p: [] for p in bundles}
         for p in bundles:
             models[p][name].run(inputs[name])  # warm-up
@@ -174,19 +174,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4, help="rendered frames timed end to end")
-    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
+    from ..runtime.bundle import Bundle
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bundles = {"fp32": args.bundle, Bundle.load(args.int8).precision: args.int8}
+    results = measure(args, backends, bundles)
+    print_tables(results, backends, list(bundles))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def measure(args, backends: list[str], bundles: dict[str, Path]) -> dict:
+    """Every graph's multiply-adds, and each backend and bundle timed on the same recorded inputs."""
     from ..calibration.record import speech_for_renders
     from ..runtime.audio import load_audio
     from ..runtime.bundle import Bundle
     from ..samples import SPEECH_16K
     from ..samples.clip import make_head_motion_clip
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bundles = {"fp32": args.bundle, Bundle.load(args.int8).precision: args.int8}
-    precisions = list(bundles)
     results: dict = {"refs": args.refs, "threads": args.threads, "repeats": args.repeats,
                      "machine": platform.processor() or platform.machine(), "graphs": {}, "pipeline": {}}
     with tempfile.TemporaryDirectory(prefix="iplap-bench-int8-") as tmp:
@@ -194,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         wav, _ = speech_for_renders(load_audio(SPEECH_16K)[8000:], args.frames + 2)
         print(f"recording real inputs (fp32, N={args.refs})...", file=sys.stderr)
         inputs, distinct, avatar = record_inputs(args.bundle, clip, wav, args.refs, args.threads)
-        macs = {name: graph_macs(Bundle.load(args.bundle).graph_file(name, "onnxruntime"), inputs[name])
-                for name in GRAPHS}
+        macs = {name: graph_macs(Bundle.load(args.bundle).graph_file(name, Backend.ONNXRUNTIME), inputs[name])
+                for name in GRAPH_NAMES}
         results["gmac"] = {k: v / 1e9 for k, v in macs.items()}
         for backend in backends:
             print(f"timing {backend}: {', '.join(bundles)}...", file=sys.stderr)
@@ -204,14 +214,18 @@ def main(argv: list[str] | None = None) -> int:
             for precision, r in timed.items():
                 results["graphs"][f"{backend} {precision}"] = r.pop("graphs_s")
                 results["pipeline"][f"{backend} {precision}"] = r
+    return results
 
-    print(f"\nfp32 vs {precisions[-1]}, N={args.refs}, {args.threads} threads, {results['machine']}, "
-          f"median of {args.repeats}\n")
+
+def print_tables(results: dict, backends: list[str], precisions: list[str]) -> None:
+    """Per graph and per frame: each backend and bundle, and the speed-up of the last bundle over fp32."""
+    print(f"\nfp32 vs {precisions[-1]}, N={results['refs']}, {results['threads']} threads, {results['machine']}, "
+          f"median of {results['repeats']}\n")
     header = "| graph | GMAC |" + "".join(f" {b} {p} ms |" for b in backends for p in precisions)
     header += "".join(f" {b} speed-up |" for b in backends)
     print(header)
     print("|---" * (2 + len(backends) * (len(precisions) + 1)) + "|")
-    for name in GRAPHS:
+    for name in GRAPH_NAMES:
         row = f"| {name} | {results['gmac'][name]:.1f} |"
         for b in backends:
             for p in precisions:
@@ -233,10 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for name, r in results["pipeline"].items():
         print(f"{name} renderer stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["renderer_stages_s"].items()))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

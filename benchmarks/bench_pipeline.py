@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.constants import DEFAULT_REFS, FPS
+from ..limits import BACKENDS, DEFAULT_REFS
+from ..runtime.constants import FPS
 
 
 def _speech(seconds: float, path: Path) -> Path:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refs", type=int, default=DEFAULT_REFS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--memory", default="", help="comma-separated seconds, e.g. 10,60 (slow: renders them)")
     parser.add_argument("--memory-refs", type=int, default=5)
     parser.add_argument("--json", type=Path)

@@ -64,10 +64,10 @@ def _median(values):
 def time_torch_original(checkpoint: Path, inputs: dict, threads: int, repeats: int) -> dict:
     import torch
 
-    from ..models import load_renderer
+    from ..export.reference import original_renderer
 
     torch.set_num_threads(threads)
-    renderer = load_renderer(checkpoint)
+    renderer = original_renderer(checkpoint)
     args = (torch.from_numpy(inputs["face"])[None, None], torch.from_numpy(inputs["target_sketches"])[None],
             torch.from_numpy(inputs["ref_images"])[None], torch.from_numpy(inputs["ref_sketches"])[None],
             torch.from_numpy(inputs["mel"])[None, None, None])
@@ -99,7 +99,7 @@ def time_split(bundle_dir: Path, backend: str, inputs: dict, threads: int, repea
         stages.append(result.seconds)
     stage_median = {k: _median([s[k] for s in stages]) for k in stages[0]}
     return {"per_frame_s": _median(times), "runs_s": times, "per_video_s": per_video, "stages_s": stage_median,
-            "face": out.face}
+            "face": result.face}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="iplap-bench-") as tmp:
         checkpoint_dir = args.checkpoint_dir
         if checkpoint_dir is None:
-            from ..models import write_standin_checkpoints
+            from ..export.reference import standin_checkpoints
 
             checkpoint_dir = Path(tmp) / "checkpoints"
-            write_standin_checkpoints(checkpoint_dir)
+            standin_checkpoints(checkpoint_dir)
         bundle = args.bundle
         if bundle is None:
             from ..export.bundle_writer import ExportConfig, export_bundle

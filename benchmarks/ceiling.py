@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..limits import Backend
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
@@ -207,11 +209,11 @@ def build_models(folder: Path, config: CeilingConfig) -> dict[tuple[str, str, st
         rng = np.random.default_rng(1)
         for _ in range(config.calibration_samples):
             store.add(config.inputs(block, rng))
-        files[block, "onnxruntime", "fp32"] = onnx_fp32
-        files[block, "onnxruntime", "int8"] = quantize_onnx(onnx_fp32, folder / f"{block}.int8.onnx", store,
+        files[block, Backend.ONNXRUNTIME, "fp32"] = onnx_fp32
+        files[block, Backend.ONNXRUNTIME, "int8"] = quantize_onnx(onnx_fp32, folder / f"{block}.int8.onnx", store,
                                                             GraphRecipe(), OrtOptions()).path
-        files[block, "openvino", "fp32"] = ir_fp32
-        files[block, "openvino", "int8"] = quantize_ir(ir_fp32, folder / f"{block}.int8.xml", store,
+        files[block, Backend.OPENVINO, "fp32"] = ir_fp32
+        files[block, Backend.OPENVINO, "int8"] = quantize_ir(ir_fp32, folder / f"{block}.int8.xml", store,
                                                        GraphRecipe(), NncfOptions()).path
     return files
 
@@ -254,8 +256,9 @@ def measure_ceiling(backends: tuple[str, ...], threads: tuple[int, ...], device:
         keys = [(k, b, p, t) for k in config.blocks for b in backends for p in precisions for t in threads]
         models = {}
         for block, backend, precision, t in keys:
-            backend_config = BackendConfig(backend, device=device if backend == "openvino" else "CPU", threads=t,
-                                           precision=OPENVINO_HINTS[block, precision] if backend == "openvino" else None)
+            openvino = backend == Backend.OPENVINO
+            backend_config = BackendConfig(backend, device=device if openvino else "CPU", threads=t,
+                                           inference_precision=OPENVINO_HINTS[block, precision] if openvino else None)
             models[block, backend, precision, t] = load_model(files[block, backend, precision], backend_config)
     times: dict[tuple, list[float]] = {k: [] for k in keys}
     for k in keys:

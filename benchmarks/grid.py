@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import IplapError
-from ..runtime.constants import BACKENDS, DEFAULT_REFS
+from ..limits import BACKENDS, DEFAULT_REFS, Backend
 from . import BENCH_REFS
 from .ceiling import CeilingConfig
 
@@ -106,7 +106,7 @@ class Case:
     @property
     def setting(self) -> str:
         """The label without the thread count."""
-        device = f" {self.device}" if self.backend == "openvino" else ""
+        device = f" {self.device}" if self.backend == Backend.OPENVINO else ""
         name = f" ({self.name})" if self.name else ""
         return f"{self.backend}{device} {self.precision}{name} N={self.refs}"
 
@@ -138,7 +138,7 @@ class CaseResult:
     landmark_max_px: float | None = None
     landmark_mean_px: float | None = None
     vs_original: Accuracy | None = None
-    graphs: dict[str, dict] | None = None  # RENDERER_GRAPHS: gmac, seconds, gmac_per_s, share of the ceiling
+    graphs: dict[str, dict] | None = None  # PER_FRAME_GRAPHS: gmac, seconds, gmac_per_s, share of the ceiling
     speedup_vs_torch: float | None = None
     error: str | None = None
     outputs: str | None = None  # the npz of its faces and landmarks (this run only)
@@ -149,12 +149,12 @@ def grid_cases(config: BenchConfig, bundles: dict) -> tuple[list[Case], Case | N
     onnxruntime at N=25 and the most threads; None without an fp32 bundle)."""
     precisions = [b.precision for b in bundles.values()]
     names = {path: Path(path).name if precisions.count(b.precision) > 1 else "" for path, b in bundles.items()}
-    cases = [Case(path, b.precision, backend, config.device if backend == "openvino" else "CPU", refs, threads,
+    cases = [Case(path, b.precision, backend, config.device if backend == Backend.OPENVINO else "CPU", refs, threads,
                   names[path])
              for refs in config.refs for path, b in bundles.items() for backend in config.backends
              for threads in config.threads]
     fp32 = fp32_bundle(bundles)
-    original = Case(fp32, "fp32", "onnxruntime", "CPU", ORIGINAL_REFS, max(config.threads), names[fp32]) \
+    original = Case(fp32, "fp32", Backend.ONNXRUNTIME, "CPU", ORIGINAL_REFS, max(config.threads), names[fp32]) \
         if fp32 else None
     return cases, original
 

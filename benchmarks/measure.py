@@ -5,8 +5,6 @@ convolution ceiling, and the machine's description."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -16,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IplapError
-from ..runtime.bundle import package_versions
+from ..limits import BACKENDS
+from ..provenance import machine_info as _machine_info
 from .grid import STAGES, Case, CaseResult
 from .timing import peak_rss_mb
 
@@ -91,20 +90,14 @@ def torch_baseline(bundle: str, checkpoint: str | None, clip: str, speech: str, 
     the clip's references, their sketches, a frame's sketches and crop, and a mel window."""
     import torch
 
-    from ..models import Renderer, load_renderer, standin_state_dict
+    from ..export.reference import original_renderer
     from ..runtime.audio import load_audio, melspectrogram
     from ..runtime.backends import BackendConfig
     from ..runtime.pipeline import Pipeline, PipelineConfig
     from ..runtime.sketch import draw_sketches
 
     torch.set_num_threads(threads)
-    if checkpoint:
-        renderer = load_renderer(checkpoint)
-    else:  # stand-in weights: the same architecture, so the same cost
-        renderer = Renderer()
-        renderer.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                                  for k, v in standin_state_dict("renderer").items() if not k.startswith("perceptual.")})
-        renderer.eval()
+    renderer = original_renderer(checkpoint)  # stand-in weights without one: the same cost
     pipeline = Pipeline(bundle, PipelineConfig(backend=BackendConfig(threads=threads), refs=refs))
     avatar = pipeline.prepare(clip)
     track, references = avatar.track, avatar.references
@@ -141,24 +134,8 @@ def in_process(target, *args) -> dict:
 
 
 def machine_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count()}
-    flags: set[str] = set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and "cpu" not in info:
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        info["cpu"] = platform.processor() or platform.machine()
-    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_bf16", "amx_int8", "neon", "asimd")
-    info["instruction_sets"] = [f for f in wanted if f in flags]
-    versions = package_versions(("iplap", "numpy", "onnxruntime", "openvino", "numba", "opencv-python-headless",
-                                 "av", "torch", "nncf", "matplotlib"), missing=None)
-    info["packages"] = versions
-    return info
+    return _machine_info(("iplap", "numpy", *BACKENDS, "numba", "opencv-python-headless", "av",
+                          "torch", "nncf", "matplotlib"))
 
 
 def measure_ceiling_run(backends: tuple[str, ...], threads: tuple[int, ...], device: str, ceiling_config: dict,

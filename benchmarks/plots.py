@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.constants import MIN_GATE_PSNR_DB
+from ..calibration.recipe import MIN_GATE_PSNR_DB
 from .grid import ORIGINAL_REFS, STAGES, Skipped
 
 #: PSNR above this (float rounding only) is drawn at it.

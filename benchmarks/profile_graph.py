@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.constants import DEFAULT_REFS
+from ..limits import BACKENDS, DEFAULT_REFS, Backend
 
 
 FUSED = "flow"  # OpenVINO's fused flow_modulations + flow_head
@@ -61,7 +61,7 @@ class _OrtProfiled:
         from ..runtime.backends import BackendConfig, load_model
 
         # The runtime's own session options (threads, spinning, optimization level), plus profiling.
-        reference = load_model(path, BackendConfig("onnxruntime", threads=threads)).session
+        reference = load_model(path, BackendConfig(Backend.ONNXRUNTIME, threads=threads)).session
         options = ort.SessionOptions()
         for name in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "execution_mode",
                      "log_severity_level"):
@@ -92,7 +92,7 @@ class _OvProfiled:
                                         openvino_properties)
         from ..runtime.bundle import MODULATION_NAMES
 
-        props = {**openvino_properties(BackendConfig("openvino", threads=threads, precision=precision)),
+        props = {**openvino_properties(BackendConfig(Backend.OPENVINO, threads=threads, inference_precision=precision)),
                  "PERF_COUNT": True}
         if isinstance(path, tuple):  # the fused flow, compiled for this batch as the runtime does
             first, second = (OpenVINOSource(p, "CPU", props) for p in path)
@@ -125,13 +125,13 @@ def profile(bundles: list[Path], graph: str, backends: list[str], batch: int, th
             for root in bundles:
                 bundle = Bundle.load(root)
                 if graph == FUSED:
-                    if backend != "openvino":
+                    if backend != Backend.OPENVINO:
                         raise SystemExit("--graph flow is OpenVINO's fused flow: use --backends openvino")
-                    path = (bundle.graph_file("flow_modulations", "openvino"), bundle.graph_file("flow_head", "openvino"))
+                    path = tuple(bundle.graph_file(g, Backend.OPENVINO) for g in ("flow_modulations", "flow_head"))
                     models[root.name] = _OvProfiled(path, threads, bundle.openvino_hint("flow_head"), batch)
                     continue
                 path = bundle.graph_file(graph, backend)
-                models[root.name] = (_OrtProfiled(path, threads, Path(tmp)) if backend == "onnxruntime"
+                models[root.name] = (_OrtProfiled(path, threads, Path(tmp)) if backend == Backend.ONNXRUNTIME
                                      else _OvProfiled(path, threads, bundle.openvino_hint(graph)))
             for model in models.values():  # warm-up, profiled too: divided out below
                 model.run(feeds)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"batch of the per-reference graphs (default {DEFAULT_REFS})")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--backends", default="onnxruntime,openvino")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 

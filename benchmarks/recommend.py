@@ -23,6 +23,8 @@ import math
 import shlex
 from dataclasses import dataclass
 
+from ..limits import Backend
+
 #: PSNRs are compared rounded to this (the tables' precision).
 PSNR_RESOLUTION_DB = 0.1
 
@@ -59,7 +61,7 @@ class Option:
     def run_command(self, face: str = "FACE", audio: str = "SPEECH", out: str = "OUT.mp4") -> str:
         """The ``iplap run`` command line for this setting."""
         args = ["iplap", "run", "--bundle", self.bundle, "--backend", self.backend]
-        if self.backend == "openvino" and self.device.upper() != "CPU":
+        if self.backend == Backend.OPENVINO and self.device.upper() != "CPU":
             args += ["--device", self.device]
         args += ["--refs", str(self.refs), "--threads", str(self.threads), "--face", face, "--audio", audio,
                  "--out", out]

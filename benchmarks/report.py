@@ -8,27 +8,34 @@ from __future__ import annotations
 
 import math
 
+from ..limits import BACKENDS
 from ..runtime.reports import FUSED_STAGES, RENDERER_STAGES
 from .grid import STAGES, Skipped
 
 
-def _fmt(value, spec: str, none: str = "n/a") -> str:
+def fmt(value, spec: str, none: str = "n/a") -> str:
+    """A figure of a table; ``none`` for one that was not measured (None, or NaN: failed)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return none
     return format(value, spec)
 
 
 def _psnr_cell(identical: bool, psnr, exact: str = "exact") -> str:
-    return exact if identical else _fmt(psnr, ".1f")
+    return exact if identical else fmt(psnr, ".1f")
+
+
+def machine_line(machine: dict) -> str:
+    """The machine a report was measured on: CPU, cores, instruction sets, the backends' versions."""
+    versions = ", ".join(f"{b} {machine['packages'].get(b)}" for b in BACKENDS)  # each backend is its package
+    sets = " ".join(machine["instruction_sets"])
+    return f"Machine: {machine.get('cpu', '?')}, {machine['cores']} cores, {sets}; {versions}.\n"
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
     lines = ["# iplap bench\n"]
     if report.get("command"):
         lines += ["```bash", report["command"], "```\n"]
-    lines += [f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, {' '.join(m['instruction_sets'])}; "
-              f"onnxruntime {m['packages'].get('onnxruntime')}, openvino {m['packages'].get('openvino')}.\n"]
+    lines.append(machine_line(report["machine"]))
     original = report["original"]
     original_label = None if isinstance(original, Skipped) else original["label"]
     lines += ["Time per rendered frame: median [min-max] over the timed frames of all rounds (in each round every "
@@ -45,13 +52,13 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['label']} | failed: {r['error']} |||||||||| ")
             continue
         lines.append(
-            f"| {r['label']} | {_fmt(r['seconds_per_frame'], '.3f')} [{_fmt(r['seconds_min'], '.3f')}-"
-            f"{_fmt(r['seconds_max'], '.3f')}] | {_fmt(r['speedup_vs_torch'], '.2f')}x | "
-            f"{_fmt(r['first_frame_seconds'], '.2f')} | {_fmt(r['prepare_seconds'], '.1f')} | "
-            f"{_fmt(r['peak_rss_mb'], '.0f')} | {_psnr_cell(r['identical'], r['psnr'])} | {_fmt(r['ssim'], '.4f')} | "
+            f"| {r['label']} | {fmt(r['seconds_per_frame'], '.3f')} [{fmt(r['seconds_min'], '.3f')}-"
+            f"{fmt(r['seconds_max'], '.3f')}] | {fmt(r['speedup_vs_torch'], '.2f')}x | "
+            f"{fmt(r['first_frame_seconds'], '.2f')} | {fmt(r['prepare_seconds'], '.1f')} | "
+            f"{fmt(r['peak_rss_mb'], '.0f')} | {_psnr_cell(r['identical'], r['psnr'])} | {fmt(r['ssim'], '.4f')} | "
             f"{_psnr_cell(r['identical_to_original'], r['psnr_vs_original'])} | "
-            f"{_fmt(r['ssim_vs_original'], '.4f')} | "
-            f"{_fmt(r['landmark_max_px'], '.3f')} / {_fmt(r['landmark_mean_px'], '.3f')} |")
+            f"{fmt(r['ssim_vs_original'], '.4f')} | "
+            f"{fmt(r['landmark_max_px'], '.3f')} / {fmt(r['landmark_mean_px'], '.3f')} |")
     if not isinstance(original, Skipped) and original["measured_apart"]:
         lines.append(f"\nThe original configuration ({original['label']}) was rendered apart, once, for its faces.")
     lines.append(_torch_line(report["torch_baseline"]))
@@ -62,7 +69,7 @@ def markdown(report: dict) -> str:
     lines.append("|---|" + "---|" * len(STAGES))
     for r in report["results"]:
         if not r["error"]:
-            lines.append(f"| {r['label']} | " + " | ".join(_fmt(r['stages'].get(s), '.3f') for s in STAGES) + " |")
+            lines.append(f"| {r['label']} | " + " | ".join(fmt(r['stages'].get(s), '.3f') for s in STAGES) + " |")
     from .recommend import describe
 
     lines += ["\n## Recommendation\n", *describe(report["recommendation"])]
@@ -99,7 +106,7 @@ def _ceiling_lines(report: dict) -> list[str]:
     for e in ceiling["results"]:
         lines.append(f"| {e.get('block', 'conv')} | {e['backend']} | {e['precision']} | {e['threads']} | {e['seconds_min'] * 1e3:.1f} "
                      f"({e['seconds'] * 1e3:.1f}) | {e['gmac_per_s']:.1f} ({e['gmac'] / e['seconds']:.1f}) | "
-                     f"{_fmt(e.get('sustained_gmac_per_s'), '.1f')} | {e.get('when', '')} the grid |")
+                     f"{fmt(e.get('sustained_gmac_per_s'), '.1f')} | {e.get('when', '')} the grid |")
     gmac = report["graph_gmac"]
     if isinstance(gmac, Skipped):
         return lines + [f"\nRenderer graphs against the ceiling: {gmac}."]
@@ -121,7 +128,7 @@ def _ceiling_lines(report: dict) -> list[str]:
             if share and e.get("share_of_block_ceiling") is not None:
                 share += f" / {e['share_of_block_ceiling']:.0%}"
             share += ")" if share else ""
-            cells.append(f"{e['gmac']:.1f} | {_fmt(e['gmac_per_s'], '.1f')}{share}")
+            cells.append(f"{e['gmac']:.1f} | {fmt(e['gmac_per_s'], '.1f')}{share}")
         lines.append(f"| {r['label']} | {r['distinct_refs']} | " + " | ".join(cells) + " |")
     return lines
 

@@ -9,7 +9,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..runtime.reports import FUSED_STAGES, RENDERER_GRAPHS, RENDERER_STAGES
+from ..limits import Backend
+from ..runtime.reports import FUSED_STAGES, PER_FRAME_GRAPHS, RENDERER_STAGES
 from .ceiling import ceiling_result
 from .grid import PER_REFERENCE_GRAPHS, Accuracy, Case, CaseResult
 
@@ -31,7 +32,7 @@ def score(results: list[CaseResult], original: CaseResult | None) -> None:
     """Accuracy of every case against the fp32 onnxruntime case with the same N, and against
     the original configuration."""
     references = {r.case.refs: r for r in results
-                  if r.case.precision == "fp32" and r.case.backend == "onnxruntime" and r.error is None}
+                  if r.case.precision == "fp32" and r.case.backend == Backend.ONNXRUNTIME and r.error is None}
     for r in results:
         if r.error is not None:
             continue
@@ -72,8 +73,9 @@ def graph_gmac(bundle) -> dict[str, float]:
     from .bench_int8 import graph_macs
 
     shapes = {name: {t.name: tuple(1 if d == "batch" else d for d in t.shape) for t in GRAPH_BY_NAME[name].inputs}
-              for name in RENDERER_GRAPHS}
-    return {name: graph_macs(bundle.graph_file(name, "onnxruntime"), shapes[name]) / 1e9 for name in RENDERER_GRAPHS}
+              for name in PER_FRAME_GRAPHS}
+    return {name: graph_macs(bundle.graph_file(name, Backend.ONNXRUNTIME), shapes[name]) / 1e9
+            for name in PER_FRAME_GRAPHS}
 
 
 def graph_throughput(result: CaseResult, gmac: dict[str, float], ceiling: dict) -> dict[str, dict]:

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from iplap.benchmarks.live import frame_gmac, live_choice, pool_live, LiveCase
+from iplap.benchmarks.live_grid import LiveCase
+from iplap.benchmarks.live_scoring import frame_gmac, live_choice, pool_live
 from iplap.cli import main
 
 
