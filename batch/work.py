@@ -4,17 +4,10 @@ Two steps, each a plain function over files: :func:`prepare_face` makes the avat
 face once (jobs that share the face reuse it), and :func:`render_job` renders a job's
 speech with that avatar into an mp4. Both use the public API only, with the settings an
 ``iplap run`` with the same flags would use, so the outputs are the same.
-
-Test hook: where the environment variable ``IPLAP_BATCH_TEST_HANG`` names a face or speech
-file (its name, e.g. ``hang.png``), a worker given that file hangs instead of working, as a
-wedged worker would; the tests of the batch's timeouts set it (for a Ray cluster, in the
-environment of ``ray start``). Nothing else sets or needs it.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +17,6 @@ from .manifest import JobOptions
 # One loaded pipeline per (bundle, backend, threads) in each worker process: loading the graphs
 # costs seconds, a job of a few frames not much more.
 _PIPELINES: dict[tuple[str, str, int], Pipeline] = {}
-
-#: The test hook's variable (see the module's docstring).
-TEST_HANG = "IPLAP_BATCH_TEST_HANG"
 
 
 @dataclass(frozen=True)
@@ -45,7 +35,6 @@ def pipeline_for(bundle: Path, options: JobOptions, threads: int) -> Pipeline:
 
 def prepare_face(bundle: Path, face: Path, options: JobOptions, threads: int, avatar: Path) -> int:
     """Prepare ``face`` into the avatar file ``avatar``; returns its number of frames."""
-    _hang_if_asked(face)
     prepared = pipeline_for(bundle, options, threads).prepare(face)
     prepared.save(avatar)
     return prepared.n_frames
@@ -54,13 +43,7 @@ def prepare_face(bundle: Path, face: Path, options: JobOptions, threads: int, av
 def render_job(bundle: Path, avatar: Path, audio: Path, options: JobOptions, threads: int, out: Path,
                on_frame=None) -> Rendered:
     """Render ``audio`` with the prepared ``avatar`` into ``out`` (written whole or not at all)."""
-    _hang_if_asked(audio)
     pipeline = pipeline_for(bundle, options, threads)
     report = pipeline.render(pipeline.load_avatar(avatar), audio, out, crf=options.crf, on_progress=on_frame)
     return Rendered(report.frames, report.wall_seconds)
 
-
-def _hang_if_asked(path: Path) -> None:
-    """The test hook: hang (until this worker is killed) if ``path`` is the file it names."""
-    if os.environ.get(TEST_HANG) == Path(path).name:
-        threading.Event().wait()

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from iplap.cli import main
 from iplap.samples import FACE_IMAGE, SPEECH_16K
 from iplap.samples.clip import head_motion_frames, write_clip
 
@@ -25,7 +24,8 @@ REFS = 2
 #: The same settings for every render, batch or run: one inference thread (so the numbers
 #: cannot depend on how work is split between threads).
 SETTINGS = ["--refs", str(REFS), "--threads", "1"]
-SEGMENTS = [(0.8, 1.2), (1.5, 1.85), (2.0, 2.4), (2.6, 2.95), (3.0, 3.3)]
+#: Where the jobs' speech is cut from the sample: 0.3 s each, 4 frames (2 renders) a job.
+SEGMENTS = [(0.8, 1.1), (1.5, 1.8), (2.0, 2.3), (2.6, 2.9), (3.0, 3.3)]
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +51,25 @@ GOOD = {"s0.mp4": ("clip.mp4", "s0.wav", REFS), "s1.mp4": ("clip.mp4", "s1.wav",
 
 @pytest.fixture(scope="module")
 def expected(inputs, bundle_dir, tmp_path_factory) -> dict[str, bytes]:
-    """The four good jobs rendered one by one with ``iplap run`` and the same settings."""
+    """The four good jobs, each rendered by its own ``iplap run`` with the same settings: the
+    four processes at once (each renders on one thread: together they use the cores)."""
     folder = tmp_path_factory.mktemp("batch_expected")
+    runs = {name: subprocess.Popen([sys.executable, "-m", "iplap", "run", "--bundle", str(bundle_dir), "--face",
+                                    str(inputs / face), "--audio", str(inputs / audio), "--out", str(folder / name),
+                                    "--refs", str(refs), "--threads", "1", "--quiet"],
+                                   stderr=subprocess.PIPE, text=True)
+            for name, (face, audio, refs) in GOOD.items()}
     out = {}
-    for name, (face, audio, refs) in GOOD.items():
-        code = main(["run", "--bundle", str(bundle_dir), "--face", str(inputs / face), "--audio", str(inputs / audio),
-                     "--out", str(folder / name), "--refs", str(refs), "--threads", "1", "--quiet"])
-        assert code == 0
-        out[name] = (folder / name).read_bytes()
+    try:
+        for name, process in runs.items():
+            err = process.communicate(timeout=900)[1]
+            assert process.returncode == 0, err
+            out[name] = (folder / name).read_bytes()
+    finally:
+        for process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return out
 
 
@@ -166,7 +177,7 @@ def test_a_dead_local_worker_is_replaced_and_its_job_retried(inputs, bundle_dir,
     process = subprocess.Popen([sys.executable, "-m", "iplap", "batch", str(manifest), "--bundle", str(bundle_dir),
                                 "--out", str(out), "--quiet", *SETTINGS], stderr=subprocess.PIPE, text=True)
     victim = _wait_for_child(process.pid)
-    time.sleep(4.0)  # into its work (loading, preparing the face or rendering)
+    time.sleep(2.0)  # into its work (its job is sent at its start; it is loading, preparing the face or rendering)
     os.kill(victim, signal.SIGKILL)
     err = process.communicate(timeout=600)[1]
     assert process.returncode == 0, err
@@ -190,40 +201,23 @@ def _wait_for_child(pid: int, timeout: float = 120) -> int:
 
 # -- Ray ----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A one-node Ray cluster on loopback, started (and stopped) by the test."""
-    yield from _start_ray_cluster(tmp_path_factory, num_cpus=2)
-
-
-def _start_ray_cluster(tmp_path_factory, num_cpus: int, env: dict[str, str] | None = None, token: str | None = None):
-    """Start a one-node Ray cluster on loopback with ``num_cpus`` CPUs (its workers see this
-    process's environment and ``env``; token authentication if ``token``), yield its address,
-    stop it."""
-    pytest.importorskip("ray", reason="the Ray tests need the ray extra (pip install 'iplap[ray]')")
-    from iplap.batch.ray_cluster import start_loopback_cluster, stop_loopback_cluster
-
-    yield start_loopback_cluster(tmp_path_factory.mktemp("ray"), num_cpus=num_cpus, object_store_bytes=600_000_000,
-                                 env=env, token=token)
-    stop_loopback_cluster()
-
-
 @pytest.mark.slow  # 20-60 s on 2 cores: keeps the default run under 15 minutes
 def test_ray_batch_survives_a_killed_worker_with_the_same_outputs(inputs, bundle_dir, expected, ray_cluster,
                                                                   tmp_path):
-    """The same five jobs as Ray tasks; a worker is killed in the middle of a job (fault
-    injection), Ray retries the task on another worker, and the outputs are still iplap run's;
-    a rerun renders nothing."""
+    """The same five jobs as Ray tasks (on the run's cluster, see conftest.ray_cluster); a worker
+    is killed in the middle of a job (fault injection), Ray retries the task on another worker,
+    and the outputs are still iplap run's; a rerun renders nothing."""
     out = tmp_path / "out"
+    address = ray_cluster.address
     process = subprocess.Popen([sys.executable, "-m", "iplap", "batch", str(inputs / "jobs.csv"), "--bundle",
-                                str(bundle_dir), "--out", str(out), "--ray", ray_cluster, "--quiet", *SETTINGS],
+                                str(bundle_dir), "--out", str(out), "--ray", address, "--quiet", *SETTINGS],
                                stderr=subprocess.PIPE, text=True)
     killed = _kill_first("ray::iplap-render", timeout=300)
     err = process.communicate(timeout=900)[1]
     assert killed, "no render task was seen running"
     assert process.returncode == 2, err
     _assert_outputs(out, expected)
-    again = _batch(str(inputs / "jobs.csv"), "--bundle", str(bundle_dir), "--out", str(out), "--ray", ray_cluster,
+    again = _batch(str(inputs / "jobs.csv"), "--bundle", str(bundle_dir), "--out", str(out), "--ray", address,
                    *SETTINGS)
     assert _summary(again.stderr)["skipped (done before)"] == "4" and _summary(again.stderr)["frames rendered"] == "0"
 

@@ -2,8 +2,9 @@
 file it did not write, a worker that hangs, a Ray cluster whose nodes have fewer cores than
 asked for, the object store and each node's cached bundle.
 
-A hung worker is made with the batch's test hook (``IPLAP_BATCH_TEST_HANG``, see
-``iplap/batch/work.py``): a worker given a file of that name hangs instead of working.
+A hung worker is made from the tests' side (``tests/hanghook/sitecustomize.py``, on
+``PYTHONPATH`` of the batch and of the run's Ray cluster, see ``conftest.hook_env``): a worker
+given a file named by ``IPLAP_TEST_HANG_FILE`` hangs instead of working.
 """
 
 from __future__ import annotations
@@ -20,20 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from test_batch import SETTINGS, _records, _start_ray_cluster, _summary, _wait_for_child, inputs  # noqa: F401
+from conftest import HANG, hook_env
+from test_batch import SETTINGS, _records, _summary, _wait_for_child, inputs  # noqa: F401
 
-HANG = "hang.png"
 WORK = ".iplap-batch-work"
-#: Short limits for the tests of hung workers (the defaults are minutes).
-QUICK_TIMEOUT = ["--timeout", "3", "--timeout-per-frame", "0"]
+#: Short limits for the tests of hung workers (the defaults are minutes): the hung worker never answers,
+#: so the second it is given is all it costs.
+QUICK_TIMEOUT = ["--timeout", "1", "--timeout-per-frame", "0"]
 
 
 def _env(hang: bool = False) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("IPLAP_BATCH_TEST_HANG", None)
-    if hang:
-        env["IPLAP_BATCH_TEST_HANG"] = HANG
-    return env
+    return hook_env(HANG if hang else None)
 
 
 def _batch(*args: str, hang: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -132,7 +130,7 @@ def test_a_hung_local_worker_is_killed_and_its_job_retried_then_failed(inputs, b
     assert "hung" in result.stderr and "retrying it on another worker" in result.stderr, result.stderr
     record = _records(out)[-1]
     assert record["failure"] == "worker"
-    assert record["error"] == "its worker hung 2 times (no result within 3 s, the limit for 1 frame)", record
+    assert record["error"] == "its worker hung 2 times (no result within 1 s, the limit for 1 frame)", record
     assert time.monotonic() - start < 100
 
 
@@ -146,11 +144,11 @@ def test_batch_config_limits_a_task_by_its_frames():
 
 # -- item 8: Ray ----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def small_ray(tmp_path_factory):
-    """A one-node Ray cluster with one CPU (fewer than this machine's cores) whose workers
-    honour the hang hook for files named ``hang.png``."""
-    yield from _start_ray_cluster(tmp_path_factory, num_cpus=1, env={"IPLAP_BATCH_TEST_HANG": HANG})
+@pytest.fixture
+def small_ray(ray_cluster) -> str:
+    """The run's Ray cluster (conftest.ray_cluster): one node with one CPU (fewer than this
+    machine's cores) whose workers hang on files named ``hang.png``."""
+    return ray_cluster.address
 
 
 def test_ray_threads_beyond_the_largest_node_are_refused(inputs, bundle_dir, small_ray, tmp_path):
@@ -183,7 +181,7 @@ def test_a_hung_ray_task_is_cancelled_and_retried_then_failed(inputs, bundle_dir
     assert "hung" in result.stderr and "retrying" in result.stderr, result.stderr
     record = _records(out)[-1]
     assert record["failure"] == "worker"
-    assert record["error"] == "its worker hung 2 times (no result within 3 s, the limit for 1 frame)", record
+    assert record["error"] == "its worker hung 2 times (no result within 1 s, the limit for 1 frame)", record
 
 
 def test_ray_puts_inputs_as_tasks_need_them_and_frees_them(inputs, bundle_dir, small_ray, tmp_path):

@@ -5,7 +5,6 @@ token authentication that the client has no token for, then has."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import soundfile
 
 from iplap import IplapError
 from iplap.batch.ray_runner import _refused_token, cluster_endpoint
-from test_batch import _records, _start_ray_cluster
+from test_batch import _records
 from test_batch_faults import _error_line
 
 
@@ -74,12 +73,10 @@ def test_nothing_at_the_address_is_a_one_line_error(wall_job, bundle_dir, tmp_pa
     assert f"nothing answers at '{address}'" in line and "ray start --head" in line, line
 
 
-@pytest.fixture(scope="module")
-def token_ray(tmp_path_factory):
-    """A one-node loopback cluster with token authentication on: (address, token)."""
-    token = secrets.token_hex(32)
-    for address in _start_ray_cluster(tmp_path_factory, num_cpus=1, token=token):
-        yield address, token
+@pytest.fixture
+def token_ray(ray_cluster) -> tuple[str, str]:
+    """The run's loopback cluster (conftest.ray_cluster), token authentication on: (address, token)."""
+    return ray_cluster.address, ray_cluster.token
 
 
 def test_a_cluster_with_token_authentication_refuses_a_client_without_the_token_in_one_line(
