@@ -16,15 +16,17 @@ import logging
 import sys
 
 from . import __version__
+from .console import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Terminated, configure_logging, handling_signals
 from .errors import IplapError
 
 log = logging.getLogger("iplap")
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK = 0
 
 #: How the CLI spells the settings that errors suggest (``IplapError.setting``).
 SETTING_FLAGS = {"refs": "--refs", "crf": "--crf", "on_missing_face": "--on-missing-face", "backend": "--backend",
-                 "overwrite": "--force", "face_mode": "--static/--track", "token": "--token"}
+                 "overwrite": "--force", "face_mode": "--static/--track", "token": "--token",
+                 "keyframe_every": "--keyframe-every"}
 
 #: The modules that register subcommands, in the order ``iplap --help`` lists them.
 COMMAND_MODULES = ("iplap.export.cli", "iplap.runtime.cli", "iplap.calibration.cli", "iplap.serve.cli",
@@ -32,11 +34,13 @@ COMMAND_MODULES = ("iplap.export.cli", "iplap.runtime.cli", "iplap.calibration.c
 
 
 def _verbose_option() -> argparse.ArgumentParser:
-    """-v, accepted before the subcommand and after it (a parent parser of each)."""
+    """-v and -q, accepted before the subcommand and after it (a parent parser of each)."""
     parent = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's parser must not reset a -v given before the subcommand.
     parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log debug messages to stderr")
+    parent.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors on stderr: no stage messages, no progress bars")
     return parent
 
 
@@ -71,16 +75,19 @@ def error_line(exc: IplapError) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(verbose=getattr(args, "verbose", False), quiet=getattr(args, "quiet", False))
     try:
-        return int(args.handler(args) or EXIT_OK)
+        with handling_signals():
+            return int(args.handler(args) or EXIT_OK)
     except IplapError as exc:
         print(f"iplap: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("iplap: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("iplap: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":  # pragma: no cover

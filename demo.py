@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .cache import CACHE_ENV, cache_dir
+from .console import quiet
 from .errors import IplapError
 from .flags import path_arg
 from .runtime.constants import BACKENDS
@@ -66,11 +67,10 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-dir", type=path_arg, help="use these (official) checkpoints instead of stand-ins")
     p.add_argument("--backend", choices=BACKENDS, default=BACKENDS[0], help="inference backend (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="threads for inference (default: all cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     run_demo(args.out, cache_dir=args.cache_dir, checkpoint_dir=args.checkpoint_dir, backend=args.backend,
-             threads=args.threads, show_progress=not args.quiet)
+             threads=args.threads, show_progress=not quiet())
     return 0

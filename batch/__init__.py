@@ -9,8 +9,17 @@ folder, and none overwrites a file that no batch wrote. Every task has a time li
 frames (:class:`.config.BatchConfig`): a hung worker is killed and its job retried.
 """
 
-from .manifest import BatchJob, JobOptions, ManifestError
 from .config import BatchConfig
-from .run import Summary, run_batch
+from .manifest import BatchJob, JobOptions, ManifestError
+
+
+def __getattr__(name: str):
+    # The runner pulls in the public API's bundle reader; registering `iplap batch` does not need it.
+    if name in ("Summary", "run_batch"):
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'iplap.batch' has no attribute {name!r}")
+
 
 __all__ = ["BatchConfig", "BatchJob", "JobOptions", "ManifestError", "Summary", "run_batch"]

@@ -38,17 +38,17 @@ def register(subparsers) -> None:
     p.add_argument("manifest", type=Path, metavar="JOBS", help="the manifest (.csv with a header, or .jsonl)")
     add_flags(p, BatchConfig, skip=_NOT_FLAGS)
     add_flags(p, JobOptions)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_batch)
 
 
 def _cmd_batch(args) -> int:
+    from ..console import quiet
     from ..flags import settings_from
     from .config import BatchConfig
     from .manifest import JobOptions
     from .run import run_batch
 
-    config = settings_from(args, BatchConfig, defaults=settings_from(args, JobOptions), progress=not args.quiet)
+    config = settings_from(args, BatchConfig, defaults=settings_from(args, JobOptions), progress=not quiet())
     summary = run_batch(config)
     print(f"iplap batch: {args.out}\n{summary.table()}", file=sys.stderr)
     return summary.exit_code

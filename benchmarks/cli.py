@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import IplapError
+from ..console import quiet
 from ..flags import int_list, name_list, path_arg
 from ..limits import BACKENDS, DEFAULT_REFS, INFERENCE_PRECISIONS
 from ..runtime.constants import FPS
@@ -28,7 +29,7 @@ def register(sub) -> None:
     _add_grid_options(p)
     _add_goal_options(p)
     _add_live_options(p.add_argument_group("live (--live)"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_inbetween_options(p.add_argument_group("in-between frames on real footage (--inbetween)"))
     p.set_defaults(handler=_cmd_bench)
 
 
@@ -88,6 +89,18 @@ def _add_live_options(live) -> None:
                       help="pictures timed per live round without a clock (default 12)")
 
 
+def _add_inbetween_options(group) -> None:
+    group.add_argument("--inbetween", action="store_true",
+                       help="score in-between frames (hold, warp, morph) against real talking-head clips: their "
+                            "own frames are the keyframes and the truth; writes inbetween.json, .md and .png "
+                            "(the bundle is used for its face models only)")
+    group.add_argument("--video", type=path_arg, action="append", default=[], metavar="CLIP",
+                       help="a real talking-head clip (repeat for several)")
+    group.add_argument("--keyframe-every", type=int_list, default=(2, 3, 5, 8), metavar="K,K",
+                       help="keyframe spacings to score (default 2,3,5,8)")
+    group.add_argument("--seconds", type=float, default=10.0, help="the first seconds of each clip (default 10)")
+
+
 def _bench_command(args) -> str:
     """The command line of this bench run, spelled out with every setting that shapes it."""
     import shlex
@@ -133,6 +146,8 @@ def _cmd_bench(args) -> int:
         raise IplapError("iplap bench needs --bundle and --out (or --from RESULTS_JSON)")
     from .bench import BenchConfig, run_bench
 
+    if args.inbetween:
+        return _cmd_bench_inbetween(args)
     backends = name_list(args.backends, BACKENDS, "backend")
     if args.live:
         return _cmd_bench_live(args, backends)
@@ -146,7 +161,7 @@ def _cmd_bench(args) -> int:
     else:
         config = BenchConfig(tuple(args.bundle), args.out, refs=args.refs or BENCH_REFS, frames=args.frames,
                              repeats=args.repeats, **options)
-    report = run_bench(config, show_progress=not args.quiet)
+    report = run_bench(config, show_progress=not quiet())
     print(f"wrote {args.out / 'results.md'}, results.json and plots", file=sys.stderr)
     print("\n".join(describe(report["recommendation"])))
     return 0
@@ -180,11 +195,38 @@ def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
     else:
         config = LiveBenchConfig(tuple(args.bundle), args.out, frames=args.live_frames, repeats=args.repeats,
                                  **options)
-    report = run_live_bench(config, show_progress=not args.quiet)
+    report = run_live_bench(config, show_progress=not quiet())
     print(f"wrote {args.out / 'live.md'} and live.json", file=sys.stderr)
     for avatar, c in report["choice"].items():
         rate = f"sustains {FPS} fps" if c["sustains"] else f"{c['fps']:.2f} pictures/s (every {c['k']}th frame)"
         print(f"live, {avatar}: {c['label']}: {rate}")
+    return 0
+
+
+def _cmd_bench_inbetween(args) -> int:
+    import shlex
+
+    from .inbetween import InbetweenBenchConfig, run_inbetween_bench
+
+    if len(args.bundle) != 1:
+        raise IplapError("--inbetween takes one --bundle (for its face models)")
+    if not args.video:
+        raise IplapError("--inbetween needs at least one --video CLIP of real talking-head footage")
+    missing = [str(v) for v in args.video if not v.is_file()]
+    if missing:
+        raise IplapError(f"video not found: {missing[0]}")
+    if not args.keyframe_every or min(args.keyframe_every) < 2:
+        raise IplapError("--keyframe-every takes spacings of 2 or more (1 has no frame in between)")
+    if args.seconds <= 0:
+        raise IplapError(f"--seconds must be positive, got {args.seconds:g}")
+    words = ["iplap", "bench", "--inbetween", "--bundle", str(args.bundle[0]), "--out", str(args.out)]
+    for video in args.video:
+        words += ["--video", str(video)]
+    words += ["--keyframe-every", ",".join(map(str, args.keyframe_every)), "--seconds", f"{args.seconds:g}"]
+    config = InbetweenBenchConfig(args.bundle[0], tuple(args.video), args.out, keyframe_every=args.keyframe_every,
+                                  seconds=args.seconds)
+    run_inbetween_bench(config, command=shlex.join(words), show_progress=not quiet())
+    print(f"wrote {args.out / 'inbetween.md'}, inbetween.json and inbetween.png", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from ..errors import IplapError
 from ..limits import INFERENCE_PRECISIONS
-from .rewrite import REWRITES
 
 #: The calibration gate's default: a quantized bundle is kept only if its faces' mean PSNR
 #: against the exact (fp32) bundle reaches this many dB.
@@ -149,6 +148,8 @@ class NncfOptions:
 
 
 def _check_rewrites(names: tuple[str, ...]) -> None:
+    from .rewrite import REWRITES  # numpy and the rewrites: not for `iplap --help`
+
     unknown = [n for n in names if n not in REWRITES]
     if unknown:
         raise RecipeError(f"unknown graph rewrite {unknown[0]!r}: choose from {', '.join(REWRITES)}")

@@ -28,10 +28,10 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 from .constants import SAMPLE_RATE
+from .jit import njit
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ _I0_B = np.array([
 ])
 
 
-@numba.njit(cache=True)
+@njit()
 def _chebyshev(x: float, coefficients: np.ndarray) -> float:
     b0 = coefficients[0]
     b1 = 0.0
@@ -102,7 +102,7 @@ def _chebyshev(x: float, coefficients: np.ndarray) -> float:
     return 0.5 * (b0 - b2)
 
 
-@numba.njit(cache=True)
+@njit()
 def _bessel_i0(x: np.ndarray, coefficients_a: np.ndarray, coefficients_b: np.ndarray) -> np.ndarray:
     # Not np.i0: numpy's vectorised exp differs from libm's by an ulp on about a fifth of
     # these arguments, which moves 16% of the table entries by 1-2 ulp away from resampy's.
@@ -189,7 +189,7 @@ def _plan(rate_in: int, rate_out: int) -> _Plan:
 _BLOCK = 8  # outputs computed side by side: their float32 sums are independent chains
 
 
-@numba.njit(cache=True, inline="always")
+@njit(inline="always")
 def _taps(t, time_increment, scale, density, index_step, nwin, n_total, final):
     """Where output ``t`` sits and how many taps each wing has; right_taps is -1 when the
     right wing needs input that has not arrived (only when not ``final``)."""
@@ -210,7 +210,7 @@ def _taps(t, time_increment, scale, density, index_step, nwin, n_total, final):
     return n, left_offset, left_eta, left_taps, right_offset, right_eta, right_taps
 
 
-@numba.njit(cache=True)
+@njit()
 def _resample_kernel(x, base, n_total, final, t_start, t_stop, time_increment, taps,
                      nwin, density, scale, index_step, out):
     """Compute outputs ``t_start <= t < t_stop`` into ``out[t - t_start]``.

@@ -43,6 +43,8 @@ from contextlib import nullcontext
 import numba
 import numpy as np
 
+from .jit import njit
+
 log = logging.getLogger(__name__)
 
 FUSION_EPS = np.float32(1e-5)
@@ -80,7 +82,7 @@ def _add(acc, term):
         acc[c] += term[c]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@njit(parallel=True, fastmath=False)
 def warp_fuse(flow, weight, h1, h2, ref, ref_index, out_h1, out_h2, out_ref):
     """Warp every reference by its flow and take the weighted mean over references.
 

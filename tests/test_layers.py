@@ -1,7 +1,7 @@
 """The layer contract, read from the code's own imports (every ``import``, at the top of a
 module or inside a function, relative ones resolved):
 
-* foundation modules (errors, limits, flags, cache, provenance, telemetry, metrics) import
+* foundation modules (errors, limits, flags, cache, provenance, telemetry, metrics, console) import
   nothing of iplap but each other (and ``iplap.__version__``);
 * the runtime imports only the foundation and itself: no surface, no tool, no command, no
   ``models`` (torch);
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "iplap"
 
-FOUNDATION = {"errors", "limits", "flags", "cache", "provenance", "telemetry", "metrics"}
+FOUNDATION = {"errors", "limits", "flags", "cache", "provenance", "telemetry", "metrics", "console"}
 SURFACES = {"serve", "batch", "integrations"}
 TOOLS = {"export", "calibration", "benchmarks"}
 #: What each part of the package may import (by first name below ``iplap``; "" is ``iplap`` itself).

@@ -29,6 +29,8 @@ import cv2
 import numba
 import numpy as np
 
+from ..jit import njit
+
 
 @dataclass(frozen=True)
 class NormRect:
@@ -120,7 +122,7 @@ def _round_fixed(value):
     return np.int32(np.rint(value))
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False)
+@njit(nogil=True, fastmath=False)
 def _fixed_point_maps(matrix, width, height):
     whole = np.empty((height, width, 2), np.int16)
     fraction = np.empty((height, width), np.uint16)

@@ -20,6 +20,43 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MediaSource = Union[Path, Callable[[], BinaryIO]]
 
 
+#: File signatures of the containers people give as faces and speech: (offset, bytes, name).
+_SIGNATURES = (
+    (4, b"ftyp", "MP4/MOV"), (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "RIFF (WAV/AVI)"),
+    (0, b"FLV", "FLV"), (0, b"OggS", "Ogg"), (0, b"fLaC", "FLAC"), (0, b"ID3", "MP3"), (0, b"\xff\xfb", "MP3"),
+    (0, b"\xff\xf3", "MP3"), (0, b"\xff\xf1", "AAC"), (0, b"\xff\xf9", "AAC"), (0, b"FORM", "AIFF"),
+    (0, b"\x00\x00\x01\xba", "MPEG"), (0, b"\x00\x00\x01\xb3", "MPEG"), (0, b"\x30\x26\xb2\x75", "ASF/WMA"),
+)
+
+
+def container_kind(path: Path) -> str | None:
+    """The media container ``path``'s first bytes announce (``"MP4/MOV"``, ``"Ogg"``, ...), or None:
+    tells a damaged media file from one that is not media at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return next((name for offset, magic, name in _SIGNATURES if head[offset:offset + len(magic)] == magic), None)
+
+
+def ffmpeg_reason(exc: BaseException) -> str:
+    """What went wrong in FFmpeg, in words (its message without the errno and file name)."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return strerror[0].lower() + strerror[1:]
+    return first_line(exc)
+
+
+def unreadable(path: Path, what: str, exc: BaseException) -> str:
+    """The one-line message for a ``what`` ("audio", "video") file FFmpeg cannot read: a damaged
+    file of a known container is said to be damaged; anything else, not ``what`` at all."""
+    kind, reason = container_kind(path), ffmpeg_reason(exc)
+    if kind is not None:
+        return f"{path.name} is a damaged or truncated {kind} file ({reason})"
+    return f"{path.name} is not {'an' if what[0] in 'aeiou' else 'a'} {what} file that FFmpeg can read ({reason})"
+
+
 def check_file(path: Path, what: str) -> None:
     """A missing or empty file fails here with its name, before PyAV's vaguer errors."""
     if not path.is_file():
