@@ -227,6 +227,7 @@ class OneShotSession(Session):
                 if message_type(message.data) != "end":
                     raise ApiError(400, "after start, send binary audio and then {\"type\": \"end\"}")
                 self.inbox.end()
+                await _until_closed(ws, deadline)
                 return
             elif message.type == WSMsgType.ERROR:
                 raise ApiError(400, f"bad WebSocket message: {_ws_error(message.data)}")
@@ -270,6 +271,19 @@ class OneShotSession(Session):
                 raise RuntimeError("JPEG encoding failed")
             audio, audio_time = self.audio.for_frame(frame.index)
             self._send(Outgoing("frame", frame.index, round(frame.time, 6), jpeg.tobytes(), audio, audio_time))
+
+
+async def _until_closed(ws: web.WebSocketResponse, deadline: Deadline) -> None:
+    """After ``end`` the client only waits for its frames, or leaves: keep reading, so that a
+    close (polite or not) is seen at once and the render stops, instead of running on for
+    nobody with its slot held. Anything else from the client is refused."""
+    try:
+        message = await ws.receive(timeout=max(deadline.left(), 0.001))
+    except asyncio.TimeoutError:
+        raise deadline.error() from None
+    if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        raise ClientGone
+    raise ApiError(400, "after {\"type\": \"end\"} the session only sends its last frames; send nothing more")
 
 
 async def _until_rendered(render: asyncio.Future, watched: tuple[asyncio.Future, ...], deadline: Deadline) -> None:

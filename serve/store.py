@@ -201,9 +201,10 @@ class AvatarStore:
             failure = Failure.of(exc, details=False)
             if failure.fault is Fault.INTERNAL:
                 log.exception("preparing avatar %s failed", avatar_id)
-            record.state, record.error = AvatarState.FAILED, failure.message
-            log.info("avatar %s (%s) failed: %s", avatar_id, record.name, failure.message)
-            raise ApiError(422, f"{record.name}: {failure.message}") from None
+            message = _in_clients_words(failure.message, self._face_file(avatar_id).name, record.name)
+            record.state, record.error = AvatarState.FAILED, message
+            log.info("avatar %s (%s) failed: %s", avatar_id, record.name, message)
+            raise ApiError(422, message) from None
         record.frames, record.width, record.height = avatar.n_frames, avatar.track.width, avatar.track.height
         record.frames_done = record.frames_total = avatar.n_frames
         record.state = AvatarState.READY
@@ -276,3 +277,11 @@ class AvatarStore:
             log.info("avatar %s removed: the avatar folder is over its limit of %d MB", avatar_id,
                      self.max_bytes // 2**20)
         return removed
+
+
+def _in_clients_words(message: str, stored: str, uploaded: str) -> str:
+    """A runtime error about the stored face file, naming the file as the client uploaded it
+    (never the server's own name), and naming it once."""
+    if stored in message:
+        return message.replace(stored, uploaded)
+    return f"{uploaded}: {message}"

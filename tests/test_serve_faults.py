@@ -133,10 +133,31 @@ def test_every_way_a_live_session_ends_frees_its_slot(strict, avatar):
     _vanish_mid_frame(strict, avatar)
     assert wait_all_free(strict)["slots"]["free"] == 2
     status, job = call(strict, "POST", "/api/jobs", fields={"avatar": avatar},
-                       files={"audio": ("speech.wav", speech_bytes(0.5))})
+                       files={"audio": ("speech.wav", speech_bytes(0.3))})
     assert status == 202, job
     final = wait_for(strict, f"/api/jobs/{job['id']}", lambda b: b["state"] not in ("queued", "running"))
     assert final["state"] == "done", final
+
+
+def test_a_polite_close_after_end_frees_the_slot_at_once(strict, avatar):
+    """A one-shot session's client sends ``end``, then closes before its frames are all sent:
+    the server reads the close at once (code 1000, not a dropped connection), stops the render
+    and frees its slot within seconds, not at the session's time limit."""
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(strict, avatar)) as ws:
+                await ws.send_str(json.dumps(START))
+                await ws.send_bytes(speech_f32(2.0))  # 50 frames: far longer to render than the test waits
+                await ws.send_str(json.dumps({"type": "end"}))
+                await ws.receive(timeout=60)  # the session is under way
+                await ws.close()
+                return ws.close_code
+    code = asyncio.run(go())
+    closed = time.monotonic()
+    assert code == 1000
+    body = wait_all_free(strict, timeout=LIVE_S)
+    assert body["slots"]["free"] == 2 and body["live_sessions"] == 0, body
+    assert time.monotonic() - closed < 5
 
 
 def test_a_client_that_never_starts_is_let_go(strict, avatar):
@@ -170,7 +191,7 @@ def test_live_memory_stays_flat_however_fast_the_client_sends(strict, avatar):
             async with session.ws_connect(ws_url(strict, avatar)) as ws:
                 await ws.send_str(json.dumps(stereo_48k))
                 await ws.receive(timeout=30)
-                await ws.send_bytes(chunk * 5)
+                await ws.send_bytes(chunk * 3)  # 0.3 s: 4 frames rendered
                 await ws.send_str(json.dumps({"type": "end"}))
                 async for _ in ws:
                     pass

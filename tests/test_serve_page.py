@@ -55,11 +55,14 @@ def test_page_shows_the_photo_speaking_live_and_renders_a_video(browser, server,
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.goto(server.url)
     page.wait_for_function("document.querySelector('#server').textContent.startsWith('iplap')")
+    assert not page.is_visible("#download")  # no link to a video before any render
     page.set_input_files("#face-file", str(FACE_IMAGE))
     page.click("#face-upload")
     page.wait_for_function("[...document.querySelectorAll('#avatar option')].some(o => !o.disabled)",
                            timeout=120_000)
-    page.set_input_files("#speech-file", str(_speech(tmp_path / "speech.wav", 0.8)))
+    # 0.4 s of speech: the reply plays in the photo's continuous session, whose idle frames
+    # (25 a second, from the upload on) the counts below include; the job renders 6 frames.
+    page.set_input_files("#speech-file", str(_speech(tmp_path / "speech.wav", 0.4)))
     page.click("#live-file")
     page.wait_for_function("window.iplap.end !== null || window.iplap.errors.length > 0", timeout=300_000)
     state = page.evaluate("window.iplap")
