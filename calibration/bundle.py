@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BundleError
-from ..runtime.bundle import FORMAT_VERSION, Bundle, check_destination, write_bundle_atomically
+from ..runtime.bundle import FORMAT_KEYS, FORMAT_VERSION, Bundle, check_destination, write_bundle_atomically
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,18 @@ class GraphFiles:
 
 
 def write_bundle(source: Bundle, bundle_dir: Path, tag: str, replacements: dict[str, GraphFiles], manifest_update: dict,
-                 overwrite: bool = False) -> Bundle:
+                 overwrite: bool = False, keep: tuple[str, ...] | None = None) -> Bundle:
     """Write ``source`` with ``replacements`` to ``bundle_dir``; new files are named ``GRAPH.TAG.onnx`` and
-    ``openvino/GRAPH.TAG.xml``. ``manifest_update`` is merged into the top level of the manifest."""
+    ``openvino/GRAPH.TAG.xml``. ``manifest_update`` is merged into the top level of the manifest.
+    ``keep``: the backends whose files the new bundle holds (default: all the source holds)."""
     bundle_dir = Path(bundle_dir)
     check_destination(bundle_dir, overwrite)
     manifest = copy.deepcopy(source.manifest)
     manifest.update(copy.deepcopy(manifest_update))
+    dropped = _drop_formats(manifest, source, keep)
+    replacements = {g: GraphFiles(f.onnx if "onnx" in _keys(manifest, g) else None,
+                                  f.openvino if "openvino" in _keys(manifest, g) else None)
+                    for g, f in replacements.items()}
     replaced: dict[str, str] = {}  # source rel path -> new rel path
     sources: dict[str, Path] = {}  # new rel path -> file to copy
     for graph, files in replacements.items():
@@ -77,13 +82,33 @@ def write_bundle(source: Bundle, bundle_dir: Path, tag: str, replacements: dict[
 
     def fill(work: Path) -> dict:
         for rel in source.manifest["files"]:
-            if rel not in replaced:
+            if rel not in replaced and rel not in dropped:
                 _copy(source.root / rel, work / rel)
         for rel, path in sources.items():
             _copy(path, work / rel)
         return manifest
 
     return write_bundle_atomically(bundle_dir, fill)
+
+
+def _keys(manifest: dict, graph: str) -> set[str]:
+    return set(manifest["graphs"][graph])
+
+
+def _drop_formats(manifest: dict, source: Bundle, keep: tuple[str, ...] | None) -> set[str]:
+    """Take the files of the backends not in ``keep`` out of ``manifest``; their paths."""
+    if keep is None:
+        return set()
+    dropped = set()
+    for backend in set(source.backends) - set(keep):
+        key = FORMAT_KEYS[backend]
+        for entry in manifest["graphs"].values():
+            rel = entry.pop(key)
+            dropped |= {rel, rel[:-4] + ".bin"} if rel.endswith(".xml") else {rel}
+        face = manifest.get("face_models", {})
+        for name in [n for n, rel in face.items() if rel.endswith(".onnx") == (key == "onnx")]:
+            dropped.add(face.pop(name))
+    return dropped
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..limits import BACKENDS, Backend
+from ..limits import Backend
 from ..runtime.bundle import Bundle
 from ..runtime.pipeline import Pipeline, PipelineConfig
 from .bundle import check_destination, check_source, write_bundle
@@ -56,11 +56,14 @@ def calibrate(config: CalibrateConfig) -> CalibrationResult:
         work = Path(tmp)
         clips = list(config.clips) or default_clips(work / "clips")
         clips = assign_roles(clips, config.budget.heldout_fraction)
-        fp32 = _pipeline(config, source, Backend.ONNXRUNTIME)
+        backends = config.backends(source)
+        recorder = Backend.ONNXRUNTIME if Backend.ONNXRUNTIME in source.backends else Backend.OPENVINO
+        fp32 = _pipeline(config, source, recorder)
         recording = record(fp32, clips, config.budget, work)
-        results = _gate_backends(config, source, fp32, recording, work)
+        results = _gate_backends(config, source, fp32, recording, work, backends)
         bundle = write_bundle(source, Path(config.out_dir), config.recipe.precision, replacements(results),
-                              bundle_manifest(config, source, recording, results), overwrite=config.overwrite)
+                              bundle_manifest(config, source, recording, results), overwrite=config.overwrite,
+                              keep=backends)
     return CalibrationResult(bundle, results, recording.summary(), time.perf_counter() - start)
 
 
@@ -70,11 +73,11 @@ def _pipeline(config: CalibrateConfig, source: Bundle, backend: str) -> Pipeline
 
 
 def _gate_backends(config: CalibrateConfig, source: Bundle, fp32: Pipeline, recording: Recording,
-                   work: Path) -> dict[str, BackendResult]:
+                   work: Path, backends: tuple[Backend, ...]) -> dict[str, BackendResult]:
     """Each backend's gated candidates; the first backend that fails the gate raises :class:`GateError`."""
     results = {}
-    for backend in BACKENDS:
-        pipeline = fp32 if backend == Backend.ONNXRUNTIME else _pipeline(config, source, backend)
+    for backend in backends:
+        pipeline = fp32 if backend == fp32.config.backend.backend else _pipeline(config, source, backend)
         result = calibrate_backend(config, source, backend, Evaluator(pipeline, recording.heldout),
                                    recording, work / backend)
         if result.failures:  # no bundle can be written: stop before the next backend's work

@@ -122,6 +122,9 @@ def _add_running_arguments(run) -> None:
                      help="write a bf16/fp16 bundle even where this device cannot run that precision")
     run.add_argument("--workdir", type=_path, metavar="DIR", help="folder for temporary files (recorded inputs: up to a few GB)")
     run.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    run.add_argument("--formats", choices=("onnx", "openvino", "both"), default="both",
+                     help="which backends to calibrate and keep in the new bundle: onnx (onnxruntime), openvino, "
+                          "or both (default: both, where the source bundle holds them)")
 
 
 def _clips(args):
@@ -178,7 +181,8 @@ def _config(args):
         budget=DataBudget(args.calibration_frames, args.heldout_frames, args.samples, args.flow_head_batch),
         refs=args.refs, threads=args.threads, device=args.device, sensitivity=args.sensitivity,
         fallback=not args.no_fallback, allow_unverified=args.allow_unverified, overwrite=args.force,
-        workdir=args.workdir, float_hint=None if args.no_bf16_float else CalibrateConfig.float_hint)
+        workdir=args.workdir, float_hint=None if args.no_bf16_float else CalibrateConfig.float_hint,
+        formats=None if args.formats == "both" else (args.formats,))
     return config
 
 

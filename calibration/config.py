@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import IplapError
 from ..limits import DEFAULT_REFS, Backend, check_refs
+from ..runtime.bundle import FORMAT_KEYS
 from ..runtime.backends import BackendConfig
 from .recipe import BF16_HINT, F32_HINT, DataBudget, Gate, Recipe
 from .record import Clip
@@ -53,9 +55,20 @@ class CalibrateConfig:
     overwrite: bool = False
     workdir: Path | None = None
     float_hint: str | None = BF16_HINT
+    #: The backends' formats to calibrate and keep (``"onnx"``, ``"openvino"``); None: all the
+    #: source bundle holds. A box that runs one backend ships a bundle of that format only.
+    formats: tuple[str, ...] | None = None
 
     def __post_init__(self):
         check_refs(self.refs)
+
+    def backends(self, source) -> tuple[Backend, ...]:
+        """The backends to calibrate: those of ``formats`` that the source bundle holds."""
+        chosen = tuple(b for b in source.backends if self.formats is None or FORMAT_KEYS[b] in self.formats)
+        if not chosen:
+            raise IplapError(f"{source.root.name} holds no {' or '.join(self.formats)} graphs to calibrate "
+                             f"(it holds {', '.join(FORMAT_KEYS[b] for b in source.backends)})")
+        return chosen
 
     def backend_config(self, backend: str, precision: str | None = F32_HINT) -> BackendConfig:
         if backend == Backend.ONNXRUNTIME:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import IplapError
 from ..provenance import tool_versions
 from ..models import LANDMARK_GENERATOR_FILE, RENDERER_FILE, load_landmark_generator, load_renderer
 from ..models.warp import fuse_warped
-from ..runtime.bundle import (CONSTANTS, FORMAT_VERSION, Bundle, GraphSpec, check_destination,
+from ..runtime.bundle import (CONSTANTS, FORMAT_KEYS, FORMAT_VERSION, Bundle, GraphSpec, check_destination,
                               write_bundle_atomically)
 from ..provenance import sha256_file
 from .graphs import ExportableGraph, build_graphs, example_inputs
@@ -39,6 +40,9 @@ class ExportConfig:
         face_models: also convert MediaPipe's face models into the bundle.
         mediapipe_wheel: a local mediapipe 0.10.21 wheel to take them from (else downloaded).
         overwrite: replace an existing bundle at ``out_dir``.
+        formats: which backends' files the bundle keeps: ``"onnx"`` (onnxruntime) and/or
+            ``"openvino"`` (the IR). Both are written and checked against PyTorch either way;
+            a box that runs one backend ships the bundle of its format only (half the size).
     """
 
     landmark_checkpoint: Path
@@ -48,6 +52,13 @@ class ExportConfig:
     face_models: bool = True
     mediapipe_wheel: Path | None = None
     overwrite: bool = False
+    formats: tuple[str, ...] = tuple(FORMAT_KEYS.values())
+
+    def __post_init__(self):
+        unknown = [f for f in self.formats if f not in FORMAT_KEYS.values()]
+        if unknown or not self.formats:
+            raise IplapError(f"unknown bundle format {unknown[0] if unknown else 'none'!r}: choose "
+                             f"{', '.join(FORMAT_KEYS.values())} or both")
 
     @classmethod
     def from_dir(cls, checkpoint_dir: Path, out_dir: Path, **kwargs) -> "ExportConfig":
@@ -119,6 +130,7 @@ def export_bundle(config: ExportConfig) -> Bundle:
         face_models: dict[str, str] = {}
         if config.face_models:
             face_models = _export_face_models(work / "face", config.mediapipe_wheel, work)
+        _keep_formats(work, graphs, face_models, config.formats)
         return {
             "format": "iplap-bundle",
             "format_version": FORMAT_VERSION,
@@ -134,6 +146,18 @@ def export_bundle(config: ExportConfig) -> Bundle:
         }
 
     return write_bundle_atomically(bundle_dir, fill)
+
+
+def _keep_formats(work: Path, graphs: dict[str, dict], face_models: dict[str, str], formats: tuple[str, ...]) -> None:
+    """Remove the files (and manifest entries) of the formats not kept: after every graph was
+    checked on both backends, so a one-format bundle is checked as well as a full one."""
+    for key in set(FORMAT_KEYS.values()) - set(formats):
+        for entry in graphs.values():
+            rel = entry.pop(key)
+            for path in (work / rel, (work / rel).with_suffix(".bin")) if rel.endswith(".xml") else (work / rel,):
+                path.unlink(missing_ok=True)
+        for name in [n for n, rel in face_models.items() if (rel.endswith(".onnx")) == (key == "onnx")]:
+            (work / face_models.pop(name)).unlink(missing_ok=True)
 
 
 def _export_face_models(out_dir: Path, wheel: Path | None, root: Path) -> dict[str, str]:

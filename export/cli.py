@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--mediapipe-wheel", type=path_arg, help="local mediapipe 0.10.21 wheel to take the face models "
                                                            "from (default: download it once into the cache)")
     p.add_argument("--no-face-models", action="store_true", help="leave out the face models (graphs only)")
+    p.add_argument("--formats", choices=("onnx", "openvino", "both"), default="both",
+                   help="which backends' files the bundle keeps: onnx (onnxruntime), openvino, or both (default); "
+                        "every graph is checked on both either way")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(handler=_cmd_export)
 
@@ -43,7 +46,8 @@ def _cmd_export(args) -> int:
         landmark_checkpoint=args.landmark_checkpoint or directory / LANDMARK_GENERATOR_FILE,
         renderer_checkpoint=args.renderer_checkpoint or directory / RENDERER_FILE,
         out_dir=args.out, opset=args.opset, face_models=not args.no_face_models,
-        mediapipe_wheel=args.mediapipe_wheel, overwrite=args.force)
+        mediapipe_wheel=args.mediapipe_wheel, overwrite=args.force,
+        formats=("onnx", "openvino") if args.formats == "both" else (args.formats,))
     bundle = export_bundle(config)
     print(f"bundle written to {bundle.root}", file=sys.stderr)
     return 0

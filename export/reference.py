@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..errors import BundleError
-from ..models import Renderer, load_renderer, standin_state_dict, write_standin_checkpoints
+from ..models import (LANDMARK_GENERATOR_FILE, LandmarkGenerator, Renderer, load_landmark_generator, load_renderer,
+                      standin_state_dict, write_standin_checkpoints)
 from ..provenance import sha256_file
 from ..runtime.bundle import Bundle
 from .bundle_writer import ExportConfig, export_bundle
@@ -26,6 +27,15 @@ def original_renderer(checkpoint: str | Path | None = None) -> Renderer:
     renderer.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
                               for k, v in standin_state_dict("renderer").items() if not k.startswith("perceptual.")})
     return renderer.eval()
+
+
+def original_landmark_generator(checkpoint: str | Path) -> LandmarkGenerator:
+    """The original landmark generator, in eval mode, from its checkpoint file (or the folder
+    that holds it under its official name)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / LANDMARK_GENERATOR_FILE
+    return load_landmark_generator(checkpoint).eval()
 
 
 def standin_checkpoints(folder: Path) -> dict[str, Path]:
@@ -58,4 +68,4 @@ def cached_bundle(cache: Path, checkpoint_dir: Path | None = None,
     return export_bundle(config).root
 
 
-__all__ = ["cached_bundle", "original_renderer", "standin_checkpoints"]
+__all__ = ["cached_bundle", "original_landmark_generator", "original_renderer", "standin_checkpoints"]

@@ -271,6 +271,8 @@ class IplapVideoService(AIService):
             self._drained.clear()
             if self._replies.pending:
                 timeout = self._live.stats().queued_speech_seconds + self._end_timeout
+                if self._live.warming:  # the reply waits for the session's warm-up (two renders) to start
+                    timeout += self._end_timeout
                 try:
                     await asyncio.wait_for(self._drained.wait(), timeout)
                 except asyncio.TimeoutError:

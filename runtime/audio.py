@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LimitError, MediaError, first_line
+from ..errors import LimitError, MediaError
 from .constants import FPS, MEL_WINDOW, SAMPLE_RATE
 from .files import check_input_file
 
@@ -172,7 +172,9 @@ def _decode_pyav(path: Path, max_seconds: float | None, shown: str) -> Speech:
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError, IndexError) as exc:
-        raise MediaError(f"cannot decode audio from {shown}: {first_line(exc)}") from None
+        from .media.probe import unreadable
+
+        raise MediaError(unreadable(path, "audio", exc).replace(path.name, Path(shown).name, 1)) from None
     if not chunks or not rate:
         raise MediaError(f"no audio samples in {shown}")
     return Speech(np.concatenate(chunks, axis=0), int(rate), layout.name, Path(shown).name)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import BundleError
 from .audio import MelConfig
-from .constants import DEFAULT_REFS, FPS, IMAGE_SIZE, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES
+from .constants import DEFAULT_REFS, FPS, IMAGE_SIZE, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES, Backend
 from ..provenance import sha256_file
 from .files import create_temp_dir, replace_dir
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: Each backend's files in a bundle, by the manifest key (and ``--formats`` name) of a graph's file.
+FORMAT_KEYS = {Backend.ONNXRUNTIME: "onnx", Backend.OPENVINO: "openvino"}
 
 
 @dataclass(frozen=True)
@@ -202,19 +204,29 @@ class Bundle:
     def constants(self) -> dict:
         return self.manifest["constants"]
 
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """The backends this bundle has every graph's file for (``iplap export --formats``)."""
+        graphs = self.manifest.get("graphs", {}).values()
+        return tuple(b for b, key in FORMAT_KEYS.items() if graphs and all(key in g for g in graphs))
+
+    def require(self, backend: str) -> None:
+        """Refuse a backend whose files this bundle does not hold, saying what would work."""
+        if backend not in self.backends:
+            held = " and ".join(str(b) for b in self.backends) or "no backend"
+            raise BundleError(f"{self.root.name} holds no {FORMAT_KEYS[Backend(backend)]} graphs (it was exported "
+                              f"for {held}); run it with that backend, or export the bundle again with "
+                              "--formats both", setting="backend", suggestion=str(self.backends[0])
+                              if self.backends else None)
+
     def graph_file(self, graph: str, backend: str) -> Path:
-        """The file of ``graph`` for ``backend`` ("onnxruntime" -> ONNX, "openvino" -> IR)."""
+        """The file of ``graph`` for ``backend`` (onnxruntime: the ONNX file; openvino: the IR)."""
         graphs = self.manifest.get("graphs", {})
         if graph not in graphs:
             raise BundleError(f"{self.root}: the bundle has no graph {graph!r}")
-        key = "onnx" if backend == "onnxruntime" else "openvino"
+        key = FORMAT_KEYS[Backend(backend)]
         rel = graphs[graph].get(key)
         if rel is None:
+            self.require(backend)
             raise BundleError(f"{self.root}: graph {graph!r} has no {key} file in this bundle")
         return self.root / rel
-
-    def face_model_file(self, name: str) -> Path:
-        models = self.manifest.get("face_models", {})
-        if name not in models:
-            raise BundleError(f"{self.root}: the bundle has no face model {name!r}; export it again")
-        return self.root / models[name]

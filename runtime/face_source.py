@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import MediaError
 from .avatar import Avatar
 from .files import check_input_file
+from .media.probe import container_kind, unreadable
 from .media import FrameTimeline, MediaSource, StillFrames, VideoFrames, VideoScan, as_bgr, read_image
 from .reports import StageClock
 
@@ -42,8 +43,9 @@ def face_is_photo(path: str | Path) -> bool:
         with av.open(str(path)) as container:
             if container.streams.video and not _still_or_text(container.format.name):
                 return False
-    except (av.FFmpegError, OSError, ValueError):
-        pass
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        if container_kind(path) is not None:  # a video (or audio) container FFmpeg cannot read: damaged
+            raise MediaError(unreadable(path, "video", exc)) from None
     raise MediaError(f"{path.name} is neither a photo nor a video")
 
 

@@ -23,6 +23,12 @@ from .bundle import GRAPH_BY_NAME, GRAPH_NAMES, MODULATION_NAMES, Bundle
 
 log = logging.getLogger(__name__)
 
+#: Distinct references whose flow the flow head computes in one call. Its activations grow with
+#: the batch (about 25 MB a reference in fp32: 640 MB for a video's 25), and the rows are
+#: independent, so larger sets run in chunks of this many: the same numbers, bounded memory.
+#: OpenVINO's fused flow (modulations and head in one model) serves sets up to this size.
+FLOW_CHUNK = 5
+
 #: The renderer's graphs (every graph of a bundle but the landmark generator).
 RENDERER_GRAPH_NAMES = tuple(n for n in GRAPH_NAMES if n != "landmark_generator")
 
@@ -130,10 +136,14 @@ class Renderer:
         return compose_openvino(self.flow_modulations, self.flow_head, MODULATION_NAMES, "h2",
                                 GRAPH_BY_NAME["flow_head"].output_names)
 
+    def fused_for(self, distinct: int) -> bool:
+        """Whether the flow of ``distinct`` references runs as OpenVINO's fused model."""
+        return self.flow is not None and distinct <= FLOW_CHUNK
+
     def prepare(self, references: References) -> None:
         """Compile what rendering with ``references`` needs before the first frame (the
         fused flow model is compiled per number of distinct references)."""
-        if self.flow is not None:
+        if self.fused_for(references.distinct):
             self.flow.compiled_for(references.distinct)
 
     def encode_references(self, images: np.ndarray, sketches: np.ndarray, index: np.ndarray | None = None,
@@ -162,13 +172,13 @@ class Renderer:
         seconds = {}
         t0 = time.perf_counter()
         driving = np.ascontiguousarray(np.asarray(target_sketches, np.float32).reshape(1, 15, 128, 128))
-        if self.flow is not None:
+        if self.fused_for(references.distinct):
             head = self.flow.run({"driving_sketches": driving, "h2": references.h2_nchw})
             seconds["flow"] = time.perf_counter() - t0
         else:
             mods = self.flow_modulations.run({"driving_sketches": driving})
             t1 = time.perf_counter()
-            head = self.flow_head.run({"h2": references.h2_nchw, **{name: mods[name] for name in MODULATION_NAMES}})
+            head = self._flow_head(references.h2_nchw, {name: mods[name] for name in MODULATION_NAMES})
             seconds.update(flow_modulations=t1 - t0, flow_head=time.perf_counter() - t1)
         t2 = time.perf_counter()
         w_h1, w_h2, w_ref = warp.warp_and_fuse(head["flow"], head["weight"], references.h1, references.h2,
@@ -183,6 +193,14 @@ class Renderer:
         t4 = time.perf_counter()
         seconds.update(warp=t3 - t2, translation=t4 - t3)
         return RenderResult(out["generated_face"][0], w_h1, w_h2, w_ref, seconds)
+
+    def _flow_head(self, h2_nchw: np.ndarray, modulations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The flow head over every distinct reference, :data:`FLOW_CHUNK` at a time."""
+        if len(h2_nchw) <= FLOW_CHUNK:
+            return self.flow_head.run({"h2": h2_nchw, **modulations})
+        parts = [self.flow_head.run({"h2": h2_nchw[start:start + FLOW_CHUNK], **modulations})
+                 for start in range(0, len(h2_nchw), FLOW_CHUNK)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,12 @@ up to ``workers`` of them at once on a small pool (``StreamSession.execute``), t
 pictures in order; on two cores two renders of one thread each keep both busy where one
 render's intra-op threads wait on each other. The pictures are the same.
 
+Warm-up. A session renders half a second of silence as it opens (``LiveConfig.warm_up``),
+on a thread of its own while the producer makes idle pictures: the first render of anything
+pays for compiles and first allocations (seconds, more on OpenVINO), and would otherwise
+be the first reply's. The first turn starts once it is done, and k starts from its second,
+warm render.
+
 Slower than real time (the schedule). The producer measures each render step (an
 exponential average, ``ema_weight``; with renders in flight, the time between their
 pictures) and renders every k-th frame of a turn, ``k = ceil(seconds per picture * 25)``,
@@ -23,6 +29,7 @@ fixes k instead, for a machine known to be slow, and for tests without a clock).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -39,6 +46,12 @@ from ..session import StreamSession, StreamSetup
 from .pictures import PictureMaker
 from .turns import LiveState, Picture, Turn
 from .types import LiveConfig
+
+log = logging.getLogger(__name__)
+
+
+#: Seconds of silence the warm-up renders (a few renders' worth).
+WARM_UP_SECONDS = 0.5
 
 
 class Schedule:
@@ -89,13 +102,43 @@ class Producer:
             if self.workers > 1 else None
         self._collected_at = 0.0  # when the last render's pictures were taken
         self.thread = threading.Thread(target=self._produce, name="iplap-live", daemon=True)
+        self.warm = threading.Event()
+        # Without a clock nothing waits for a render, so nothing gains from a warm one.
+        self._warmer = threading.Thread(target=self._warm_up, name="iplap-live-warm-up", daemon=True) \
+            if config.warm_up and realtime else None
 
     def start(self) -> None:
+        if self._warmer is not None:
+            self._warmer.start()
+        else:
+            self.warm.set()
         self.thread.start()
+
+    def _warm_up(self) -> None:
+        """Two renders of silence (see the module docstring); the second one's time seeds k."""
+        times = []
+        try:
+            audio = self.setup.audio
+            with StreamSession(self.setup) as session:
+                session.accept(np.zeros((int(WARM_UP_SECONDS * audio.sample_rate), audio.channels), np.float32))
+                session.finish()
+                while len(times) < 2 and not self.state.closed and (plan := session.plan_next()) is not None:
+                    started = time.perf_counter()
+                    session.execute(plan)
+                    times.append(time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - the turns' own renders report whatever is wrong
+            log.debug("live warm-up failed", exc_info=True)
+        with self.state.cond:
+            if len(times) == 2 and self.schedule.seconds_per_picture is None:
+                self.schedule.measured(times[1], times[1])
+            self.warm.set()
+            self.state.cond.notify_all()
 
     def join(self) -> None:
         if threading.current_thread() is not self.thread:
             self.thread.join()
+        if self._warmer is not None and self._warmer.is_alive():
+            self._warmer.join()  # within one render: it looks at ``closed`` between them
         if self.pool is not None:
             self.pool.shutdown(wait=True)  # renders in flight finish (within one render's time)
 
@@ -121,6 +164,8 @@ class Producer:
         if state.closed:
             return None
         turn = next((t for t in state.turns if not t.rendering_done), None)
+        if turn is not None and turn.session is None and not self.warm.is_set():
+            turn = None  # the first turn starts once the warm-up is done: idle until then
         if turn is not None and turn.session is None and (turn.ended or turn.pushed >= self.start_samples):
             self._start_turn(turn)  # first: it drops the idle pictures that fill the queue
         if len(state.queue) >= self.config.queue_frames:

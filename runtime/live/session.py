@@ -89,6 +89,12 @@ class LiveSession:
             return stats
 
     @property
+    def warming(self) -> bool:
+        """Whether the session's warm-up (``LiveConfig.warm_up``) still runs: the first turn
+        starts once it is done, about two renders after opening."""
+        return not self._producer.warm.is_set()
+
+    @property
     def queued_speech_seconds(self) -> float:
         """Seconds of pushed speech not yet played (cheap: for a check at every push)."""
         with self._state.cond:

@@ -47,6 +47,12 @@ class LiveConfig:
     #: ``BackendConfig.streams``, whose graphs are built for as many calls at once). The
     #: pictures are the same whatever the number; only the frame rate changes.
     workers: int | None = None
+    #: Render silence twice when the session opens, on a thread of its own while the idle
+    #: loop goes on: the graphs, the kernels and the avatar's compiled flow are warm before
+    #: the first turn, and k starts from the second (warm) render's time, so the first reply
+    #: moves like the tenth. The first turn waits for it to end. (With a clock only: without
+    #: one, nothing waits for a render.)
+    warm_up: bool = True
 
 
 @dataclass(frozen=True)
