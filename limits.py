@@ -21,6 +21,9 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
 #: The H.264 quality (x264's CRF) of written videos: the default and the range (0: lossless).
 DEFAULT_CRF = 18
 MIN_CRF, MAX_CRF = 0, 51
+#: Offline keyframes (``PipelineConfig.keyframe_every``): the renderer on every K-th frame, K
+#: from 1 (every frame, as the original) to this (past it, in-between frames span a second).
+MAX_KEYFRAME_EVERY = 25
 
 
 class Backend(str, Enum):
@@ -55,6 +58,14 @@ def check_refs(refs) -> int:
     return refs
 
 
+def check_keyframe_every(every) -> int:
+    """``every`` (the renderer draws every K-th frame), or an :class:`IplapError` outside 1..:data:`MAX_KEYFRAME_EVERY`."""
+    if not _whole(every) or not 1 <= every <= MAX_KEYFRAME_EVERY:
+        raise IplapError(f"keyframe_every must be a whole number from 1 (every frame rendered) to "
+                         f"{MAX_KEYFRAME_EVERY}, got {every!r}", setting="keyframe_every")
+    return every
+
+
 def check_crf(crf) -> int:
     """``crf`` (H.264 quality), or an :class:`IplapError` outside :data:`MIN_CRF`..:data:`MAX_CRF`."""
     if not _whole(crf) or not MIN_CRF <= crf <= MAX_CRF:
@@ -71,6 +82,6 @@ def check_backend(name) -> Backend:
         raise IplapError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}") from None
 
 
-__all__ = ["BACKENDS", "DEFAULT_CRF", "DEFAULT_REFS", "INFERENCE_PRECISIONS", "MAX_CRF", "MAX_REFS",
+__all__ = ["BACKENDS", "DEFAULT_CRF", "DEFAULT_REFS", "INFERENCE_PRECISIONS", "MAX_CRF", "MAX_KEYFRAME_EVERY", "MAX_REFS",
            "MAX_SAMPLE_RATE", "MIN_CRF", "MIN_REFS", "MIN_SAMPLE_RATE", "Backend", "check_backend", "check_crf",
-           "check_refs"]
+           "check_keyframe_every", "check_refs"]

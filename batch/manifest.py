@@ -15,11 +15,11 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..limits import (BACKENDS, DEFAULT_CRF, DEFAULT_REFS, MAX_CRF, MAX_REFS, MIN_CRF, MIN_REFS, check_backend,
-                      check_crf, check_refs)
+from ..limits import (BACKENDS, DEFAULT_CRF, DEFAULT_REFS, MAX_CRF, MAX_KEYFRAME_EVERY, MAX_REFS, MIN_CRF, MIN_REFS,
+                      check_backend, check_crf, check_keyframe_every, check_refs)
 from ..errors import IplapError
 
-FIELDS = ("face", "audio", "out", "refs", "crf", "backend")
+FIELDS = ("face", "audio", "out", "refs", "crf", "backend", "keyframe_every")
 #: The H.264 quality (crf) range that x264 accepts.
 _NAME = re.compile(r"^[^/\\\x00]+$")
 
@@ -39,10 +39,14 @@ class JobOptions:
         "help": f"H.264 quality ({MIN_CRF}-{MAX_CRF}), where a job does not say", "metavar": "Q"})
     backend: str = field(default=BACKENDS[0], metadata={
         "help": "inference backend, where a job does not say", "choices": BACKENDS})
+    keyframe_every: int = field(default=1, metadata={
+        "help": f"draw every K-th frame with the renderer, the frames between made from the keyframes "
+                f"(1-{MAX_KEYFRAME_EVERY}; 1, the default: every frame), where a job does not say", "metavar": "K"})
 
     def __post_init__(self):
         check_refs(self.refs)
         check_crf(self.crf)
+        check_keyframe_every(self.keyframe_every)
         object.__setattr__(self, "backend", check_backend(self.backend).value)
 
     def to_dict(self) -> dict:
@@ -165,7 +169,7 @@ def _options(row: dict, defaults: JobOptions) -> tuple[JobOptions, list[str]]:
     """The job's options (its own where it gives them), and what is wrong with them, in the
     words of the checks every front end uses (:mod:`iplap.limits`)."""
     errors, changes = [], {}
-    for name, check in (("refs", check_refs), ("crf", check_crf)):
+    for name, check in (("refs", check_refs), ("crf", check_crf), ("keyframe_every", check_keyframe_every)):
         if name in row:
             try:
                 changes[name] = check(_whole(row[name]))

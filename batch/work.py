@@ -30,7 +30,7 @@ def pipeline_for(bundle: Path, options: JobOptions, threads: int) -> Pipeline:
     if key not in _PIPELINES:
         config = PipelineConfig(backend=BackendConfig(options.backend, threads=threads), refs=options.refs)
         _PIPELINES[key] = Pipeline(bundle, config)
-    return _PIPELINES[key].with_config(refs=options.refs)
+    return _PIPELINES[key].with_config(refs=options.refs, keyframe_every=options.keyframe_every)
 
 
 def prepare_face(bundle: Path, face: Path, options: JobOptions, threads: int, avatar: Path) -> int:

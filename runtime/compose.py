@@ -35,11 +35,12 @@ def contour_points(landmarks: np.ndarray, width: int, height: int) -> np.ndarray
     return pts.astype(np.int32)
 
 
-def blend_face(frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], landmarks: np.ndarray) -> np.ndarray:
-    """A new frame with ``face`` (128, 128, 3 uint8) pasted into ``box`` and blended by the contour mask."""
+def contour_mask_region(frame: np.ndarray, box: tuple[int, int, int, int],
+                        landmarks: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The region (y1, y2, x1, x2) a pasted face can touch (the box, the contour and the blur's
+    reach) and the blend's alpha there, (h, w, 1) in [0, 1]: the contour filled and blurred."""
     y1, y2, x1, x2 = box
     height, width = frame.shape[:2]
-    pasted = cv2.resize(face, (x2 - x1, y2 - y1))
     contour = contour_points(landmarks, width, height)
     # The region the mask can touch: the contour's extent plus the blur's reach.
     ry1 = max(0, min(y1, contour[:, 1].min()) - _REACH)
@@ -48,11 +49,17 @@ def blend_face(frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, in
     rx2 = min(width, max(x2, contour[:, 0].max() + 1) + _REACH)
     # Where the region meets the frame's edge, the blur reflects the same pixels as a
     # whole-frame blur; elsewhere it has at least the blur's reach of zeros on both sides.
-    generated = frame[ry1:ry2, rx1:rx2].copy()
-    generated[y1 - ry1:y2 - ry1, x1 - rx1:x2 - rx1] = pasted
     mask = np.zeros((ry2 - ry1, rx2 - rx1), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(contour - (rx1, ry1)), 255)
-    alpha = (cv2.GaussianBlur(mask, BLUR_KERNEL, BLUR_SIGMA) / 255)[..., None]
+    return (ry1, ry2, rx1, rx2), (cv2.GaussianBlur(mask, BLUR_KERNEL, BLUR_SIGMA) / 255)[..., None]
+
+
+def blend_face(frame: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int], landmarks: np.ndarray) -> np.ndarray:
+    """A new frame with ``face`` (128, 128, 3 uint8) pasted into ``box`` and blended by the contour mask."""
+    y1, y2, x1, x2 = box
+    (ry1, ry2, rx1, rx2), alpha = contour_mask_region(frame, box, landmarks)
+    generated = frame[ry1:ry2, rx1:rx2].copy()
+    generated[y1 - ry1:y2 - ry1, x1 - rx1:x2 - rx1] = cv2.resize(face, (x2 - x1, y2 - y1))
     out = frame.copy()
     out[ry1:ry2, rx1:rx2] = (generated * alpha + frame[ry1:ry2, rx1:rx2] * (1 - alpha)).astype(np.uint8)
     return out

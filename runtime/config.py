@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import IplapError
 from .backends import BackendConfig
-from .constants import DEFAULT_REFS, FACE_MODES, MISSING_FACE_MODES, check_refs
+from .constants import DEFAULT_REFS, FACE_MODES, MISSING_FACE_MODES, check_keyframe_every, check_refs
 
 
 def check_missing_face_mode(mode: str) -> None:
@@ -31,6 +31,10 @@ class PipelineConfig:
             the video. Either way the landmark windows around them use the nearest face, and
             a video with no face at all is an error.
         smoothing: One-Euro smoothing of the tracked landmarks against jitter (off: faithful).
+        keyframe_every: renders only: the renderer draws every K-th frame and the frames
+            between are the nearest keyframes moved to their own predicted landmarks
+            (:mod:`~iplap.runtime.keyframes`); about 1/K of the renderer's time. 1 (default):
+            every frame rendered, exactly as the original.
     """
 
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -38,9 +42,11 @@ class PipelineConfig:
     face_mode: str = "static"
     on_missing_face: str = "pass"
     smoothing: bool = False
+    keyframe_every: int = 1
 
     def __post_init__(self):
         check_refs(self.refs)
+        check_keyframe_every(self.keyframe_every)
         if self.face_mode not in FACE_MODES:
             raise IplapError(f"unknown face_mode {self.face_mode!r}: choose one of {', '.join(FACE_MODES)}")
         check_missing_face_mode(self.on_missing_face)

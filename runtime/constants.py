@@ -7,8 +7,8 @@ names, H.264 quality) are :mod:`iplap.limits`', imported here for the runtime.
 """
 
 from ..limits import (BACKENDS, DEFAULT_CRF, DEFAULT_REFS, INFERENCE_PRECISIONS, MAX_CRF, MAX_REFS,  # noqa: F401
-                      MAX_SAMPLE_RATE, MIN_CRF, MIN_REFS, MIN_SAMPLE_RATE, Backend, check_backend, check_crf,
-                      check_refs)
+                      MAX_KEYFRAME_EVERY, MAX_SAMPLE_RATE, MIN_CRF, MIN_REFS, MIN_SAMPLE_RATE, Backend,
+                      check_backend, check_crf, check_keyframe_every, check_refs)
 
 #: Video frames per second: faces are converted to it and outputs are written at it.
 FPS = 25

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -44,12 +43,14 @@ from .bundle import GRAPH_NAMES, Bundle
 from .config import MISSING_FACE_MODES, PipelineConfig
 from .constants import DEFAULT_CRF, FPS, IMAGE_SIZE, SAMPLE_RATE, T_FRAMES
 from .face_source import FaceSource, open_face
+from .keyframes import keyframed
 from ..provenance import sha256_file
 from .landmarks import lip_openness, select_references
 from .live import LiveConfig, LiveSession
 from .media import VideoWriter, check_audio_encoder, check_output_path
 from .pcm import AudioFormat
 from .renderer import LandmarkGenerator, Models, Renderer
+from .progress import CostLine, Progress, frame_bar, reporting
 from .reports import Frame, RenderReport, StageClock
 from .session import StreamSession, StreamSetup
 from .sketch import draw_sketches
@@ -57,8 +58,6 @@ from .tracking import crop_face, describe_frames, nearest_good, track_faces
 
 log = logging.getLogger(__name__)
 
-#: A callback ``on_progress(done, total)``: ``total`` is ``None`` where not known.
-Progress = Callable[[int, "int | None"], None]
 
 
 class _FaceModels:
@@ -83,6 +82,7 @@ class Pipeline:
     def __init__(self, bundle: str | Path | Bundle, config: PipelineConfig | None = None):
         config = config or PipelineConfig()
         bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        bundle.require(config.backend.backend)
         constants = bundle.constants
         if int(constants["T"]) != T_FRAMES or int(constants["image_size"]) != IMAGE_SIZE:
             raise IplapError(f"{bundle.root}: model constants {constants} are not IP_LAP's")
@@ -134,10 +134,11 @@ class Pipeline:
         return self._copy(landmark_generator=generator, renderer=renderer)
 
     def with_config(self, **changes) -> Pipeline:
-        """A pipeline with other per-face settings (``refs``, ``face_mode``, ``on_missing_face``,
-        ``smoothing``), sharing this one's loaded models; this one is unchanged. The backend
-        cannot change this way (its graphs would have to be loaded again)."""
-        allowed = {"refs", "face_mode", "on_missing_face", "smoothing"}
+        """A pipeline with other per-face or per-render settings (``refs``, ``face_mode``,
+        ``on_missing_face``, ``smoothing``, ``keyframe_every``), sharing this one's loaded
+        models; this one is unchanged. The backend cannot change this way (its graphs would
+        have to be loaded again)."""
+        allowed = {"refs", "face_mode", "on_missing_face", "smoothing", "keyframe_every"}
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise IplapError(f"with_config changes only {', '.join(sorted(allowed))}, not {unknown[0]}")
@@ -177,9 +178,10 @@ class Pipeline:
         tracker = self.new_tracker()
         frames = source.track_frames(clock)
         if source.shows_tracking_bar:
-            frames = _progress_bar(frames, show_progress, "tracking the face", unit="frame")
+            log.info("tracking the face in %s (%s frames at 25 fps)", source.name, source.progress_total() or "its")
+            frames = frame_bar(frames, show_progress, "tracking the face", total=source.progress_total())
         if on_progress is not None:
-            frames = _reporting(frames, on_progress, source.progress_total)
+            frames = reporting(frames, on_progress, source.progress_total)
         track = track_faces(frames, tracker, self.config.on_missing_face, source.name, clock)
         # References come from frames with a face (all of them, unless some have none).
         good = np.flatnonzero(~track.missing)
@@ -187,6 +189,7 @@ class Pipeline:
         ref_frames = good[select_references(openness, self.config.refs)]
         landmark_ref_frames = good[select_references(openness, self.n_landmark_refs)]
         with clock.time("references"):
+            log.info("encoding %d references (%d distinct)", len(ref_frames), len(np.unique(ref_frames)))
             references = self._encode_references(source, track, ref_frames)
             digest = sha256_file(face_path)
         options = {"refs": self.config.refs, "landmark_refs": self.n_landmark_refs, "face_mode": self.config.face_mode,
@@ -237,6 +240,7 @@ class Pipeline:
             speech.check()
             wav = speech.for_model()
         avatar = face if isinstance(face, Avatar) else self._prepare(Path(face), show_progress, clock)
+        self._announce_compile(avatar)
         with StreamSession(StreamSetup(self.models, avatar), clock=clock) as session:
             with clock.time("mel"):
                 session.accept(wav)
@@ -244,8 +248,13 @@ class Pipeline:
             total = count_windows(mel_frame_count(wav.size))
             with clock.time("encode"):
                 writer = VideoWriter(out_path, avatar.track.width, avatar.track.height, crf=crf, speech=speech)
+            every = self.config.keyframe_every
+            what = f"{avatar.references.count} references, {avatar.references.distinct} distinct"
+            cost = CostLine(total, what + (f", a keyframe every {every}" if every > 1 else ""),
+                            span=max(2, 2 * every))  # over whole keyframe spans: frames come in bursts
+            frames = keyframed(session, self.config.keyframe_every)
             try:
-                first = _write_frames(session, writer, clock, start, total, show_progress, on_progress)
+                first = _write_frames(frames, writer, clock, start, total, show_progress, on_progress, cost)
             except BaseException:
                 writer.abort()
                 raise
@@ -276,6 +285,13 @@ class Pipeline:
                            on_playback_started=on_playback_started, on_playback_finished=on_playback_finished,
                            config=config, workers=workers)
 
+    def _announce_compile(self, avatar: Avatar) -> None:
+        """Say that OpenVINO compiles the renderer for this avatar's number of distinct
+        references, where it has not yet (seconds; cached for the next start)."""
+        distinct = avatar.references.distinct
+        if self.renderer.fused_for(distinct) and not self.renderer.flow.is_compiled_for(distinct):
+            log.info("compiling the renderer's flow for %d distinct references (OpenVINO; once per number)", distinct)
+
     def _setup(self, face: str | Path | Avatar, sample_rate: int, channels: int) -> StreamSetup:
         """What a stream of ``face`` renders with (the format is checked before any face work)."""
         audio = AudioFormat(sample_rate, channels)
@@ -299,37 +315,21 @@ class Pipeline:
             yield from session.frames()
 
 
-def _write_frames(session: StreamSession, writer: VideoWriter, clock: StageClock, start: float, total: int,
-                  show_progress: bool, on_progress: Progress | None) -> float:
-    """Render the session's frames into ``writer`` and close it; the seconds to the first frame."""
+def _write_frames(frames: Iterator[Frame], writer: VideoWriter, clock: StageClock, start: float, total: int,
+                  show_progress: bool, on_progress: Progress | None, cost: CostLine) -> float:
+    """Write a session's ``frames`` into ``writer`` and close it; the seconds to the first frame."""
     first = None
-    for frame in _progress_bar(session.frames(), show_progress, "rendering", total=total, unit="frame"):
+    for frame in frame_bar(frames, show_progress, "rendering", total=total):
         if first is None:
             first = time.perf_counter() - start
         with clock.time("encode"):
             writer.write(frame.image)
+        cost.frame_done(writer.frames)
         if on_progress is not None:
             on_progress(writer.frames, total)
     with clock.time("encode"):
         writer.close()
     return first or 0.0
-
-
-def _reporting(frames: Iterable[np.ndarray], on_progress: Progress,
-               total: Callable[[], int | None]) -> Iterator[np.ndarray]:
-    done = 0
-    for frame in frames:
-        yield frame
-        done += 1
-        on_progress(done, total())
-
-
-def _progress_bar(iterable, enabled: bool, description: str, total: int | None = None, unit: str = "it"):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=description, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
 # The names this module has always offered (they now live in config, reports, session and tracking).

@@ -24,6 +24,7 @@ class Frame:
     face: np.ndarray | None = None  # (3, 128, 128) float32: the renderer's output before paste-back
     content: np.ndarray | None = None  # (5, 2, 57): the predicted lip and jaw landmarks of the window
     passed_through: bool = False  # no face in this frame of the face video: left as it is
+    inbetween: bool = False  # made from keyframes (runtime.keyframes), not by the renderer
 
     @property
     def time(self) -> float:

@@ -106,6 +106,11 @@ class StreamSession:
         self._clock_lock = threading.Lock()
         self.models.renderer.prepare(avatar.references)  # compile per-avatar models now, not on the first frame
 
+    @property
+    def landmark_references(self) -> tuple[np.ndarray, np.ndarray]:
+        """The landmark generator's reference inputs: pose (1, Nl, 2, 74) and content (1, Nl, 2, 57)."""
+        return self._ref_pose, self._ref_content
+
     # -- audio in -------------------------------------------------------------------------
     def accept(self, samples) -> None:
         """Add speech (see the class's audio contract); nothing is rendered here."""
@@ -157,8 +162,14 @@ class StreamSession:
 
     def frames(self) -> Iterator[Frame]:
         """Render and yield every frame whose audio is complete (lazily: one render per step)."""
-        while (produced := self.render_next()) is not None:
-            yield from produced
+        for plan in self.plans():
+            yield from self.execute(plan)
+
+    def plans(self) -> Iterator[RenderPlan]:
+        """:meth:`plan_next` for every render whose audio is complete; speech too short for
+        any frame is an error once finished."""
+        while (plan := self.plan_next()) is not None:
+            yield plan
         if self._finished and self._next == 0:
             raise self._too_short()
 
@@ -220,23 +231,38 @@ class StreamSession:
         """Render a plan of :meth:`plan_next` (any thread; see there). Its stage times are
         added to this session's clock, under a lock: several plans may run at once."""
         frames = self._render(plan)
+        self.account(plan)
+        return frames
+
+    def account(self, plan: RenderPlan) -> None:
+        """Add a plan's stage times to this session's clock (under a lock: plans may run at once)."""
         with self._clock_lock:
             for stage, seconds in plan.clock.totals.items():
                 self.clock.add(stage, seconds)
-        return frames
+
+    def predict(self, plan: RenderPlan) -> np.ndarray:
+        """The landmarks of the plan's window, as the renderer draws them: (5, 2, 131), pose
+        then the predicted content, each frame's normalised to its crop box (the landmark
+        generator alone: what an in-between frame needs, see :mod:`.keyframes`)."""
+        with plan.clock.time("landmarks"):
+            content = self.models.landmark_generator.predict(plan.mels, plan.pose, self._ref_pose, self._ref_content)
+        return np.concatenate([plan.pose[0], content], axis=2)
+
+    def passed_through(self, plan: RenderPlan) -> bool:
+        """Whether the plan's frame is left as it is (no face there, ``on_missing_face="pass"``)."""
+        return bool(self.avatar.track.passthrough[plan.seq[_LEAD]])
 
     def _render(self, plan: RenderPlan) -> list[Frame]:
         models, avatar, clock = self.models, self.avatar, plan.clock
         track = avatar.track
-        i, seq, background, mels, pose = plan.render, plan.seq, plan.background, plan.mels, plan.pose
+        i, seq, background = plan.render, plan.seq, plan.background
         centre = seq[_LEAD]
         indices = plan.indices
         if track.passthrough[centre]:
             return [Frame(index, background, i, dict(clock.totals), passed_through=True) for index in indices]
-        with clock.time("landmarks"):
-            content = models.landmark_generator.predict(mels, pose, self._ref_pose, self._ref_content)
+        full = self.predict(plan)
+        content = full[:, :, N_POSE:]
         with clock.time("sketches"):
-            full = np.concatenate([pose[0], content], axis=2)
             sketches = draw_sketches(full, np.array([track.crop_hw(k) for k in seq]))
         with clock.time("crop"):
             face = crop_face(background, track.boxes[centre])

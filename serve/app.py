@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import BackendConfig, IplapError, Pipeline, PipelineConfig, __version__
-from ..limits import check_refs
+from ..limits import check_keyframe_every, check_refs
 from .config import ServeConfig
 from .errors import ApiError, errors_middleware, json_response
 from .guard import Guard
@@ -51,7 +51,7 @@ API = (
     ("GET", "/api/avatars", "list the faces: id, name, state, frames_done/frames_total while preparing"),
     ("GET", "/api/avatars/{id}", "one face"),
     ("DELETE", "/api/avatars/{id}", "forget a face"),
-    ("POST", "/api/jobs", "render (multipart: `avatar` id, `audio` file, optional `refs`) -> `{\"id\"}`; "
+    ("POST", "/api/jobs", "render (multipart: `avatar` id, `audio` file, optional `refs`, `keyframe_every`) -> `{\"id\"}`; "
                           "429 when the queue is full"),
     ("GET", "/api/jobs", "list the jobs"),
     ("GET", "/api/jobs/{id}", "`{\"state\": queued|running|done|failed|cancelled, \"frames_done\", "
@@ -137,32 +137,39 @@ async def delete_avatar(request: web.Request) -> web.Response:
 
 async def post_job(request: web.Request) -> web.Response:
     config, jobs = request.app[CONFIG], request.app[JOBS]
-    form = await _form(request, ("audio",), ("avatar", "refs"))
+    form = await _form(request, ("audio",), ("avatar", "refs", "keyframe_every"))
     try:
         avatar = form.fields.get("avatar")
         if not avatar:
             raise ApiError(400, "no avatar id in the field 'avatar'")
         refs = parse_refs(form.fields.get("refs"), config.refs)
+        every = _parse_whole(form.fields.get("keyframe_every"), 1, check_keyframe_every)
         upload = form.files.get("audio")
         if upload is None:
             raise ApiError(400, "no file in the multipart field 'audio'")
         jobs.check_room(avatar)  # before decoding: a full queue answers at once
         await _in_thread(check_speech, upload.path, upload.filename, config.max_speech_seconds)
-        job = jobs.submit(avatar, upload.path, upload.suffix, refs)
+        job = jobs.submit(avatar, upload.path, upload.suffix, refs, keyframe_every=every)
     finally:
         form.discard()
     return json_response(job.public(), 202)
 
 
 def parse_refs(value: str | None, default: int) -> int:
+    return _parse_whole(value, default, check_refs)
+
+
+def _parse_whole(value: str | None, default: int, check) -> int:
+    """A form field's whole number, ``default`` where it is not given, checked by ``check``
+    (one of :mod:`iplap.limits`' checks, whose message a 400 carries)."""
     if value in (None, ""):
         return default
     try:
-        refs = int(value)
+        number = int(value)
     except ValueError:
-        refs = value[:20]  # not a number: check_refs says what it must be
+        number = value[:20]  # not a number: the check says what it must be
     try:
-        return check_refs(refs)
+        return check(number)
     except IplapError as exc:
         raise ApiError(400, exc.message) from None
 

@@ -48,6 +48,7 @@ class Job:
     avatar: str
     refs: int
     audio: Path = field(repr=False)  # the uploaded speech, checked, in the jobs folder
+    keyframe_every: int = 1  # the renderer on every K-th frame (PipelineConfig.keyframe_every)
     state: JobState = JobState.QUEUED
     frames_done: int = 0
     frames_total: int | None = None
@@ -62,7 +63,7 @@ class Job:
     def public(self) -> dict:
         return {"id": self.id, "state": self.state.value, "frames_done": self.frames_done, "frames_total": self.frames_total,
                 "fps": None if self.fps is None else round(self.fps, 3), "error": self.error, "avatar": self.avatar,
-                "refs": self.refs}
+                "refs": self.refs, "keyframe_every": self.keyframe_every}
 
 
 class JobQueue:
@@ -98,7 +99,7 @@ class JobQueue:
         self.store.ready(avatar)
         self.slots.check_room()
 
-    def submit(self, avatar: str, audio: Path, suffix: str, refs: int) -> Job:
+    def submit(self, avatar: str, audio: Path, suffix: str, refs: int, keyframe_every: int = 1) -> Job:
         """Queue a render of the checked speech file ``audio`` (taken over: moved into the jobs
         folder); 429 when the queue is full."""
         self.store.ready(avatar)
@@ -106,7 +107,7 @@ class JobQueue:
         job_id = secrets.token_hex(8)
         kept = self.folder / f"{job_id}.speech{suffix}"
         shutil.move(str(audio), kept)
-        job = Job(job_id, avatar, refs, kept)
+        job = Job(job_id, avatar, refs, kept, keyframe_every)
         self._jobs[job.id] = job
         task = asyncio.get_running_loop().create_task(self._run(job))
         self._tasks.add(task)
@@ -158,7 +159,9 @@ class JobQueue:
             if job.cancel_requested:
                 raise Cancelled
 
-        self.pipeline.render(avatar, job.audio, out, on_progress=on_frame)
+        pipeline = self.pipeline if job.keyframe_every == 1 else self.pipeline.with_config(
+            keyframe_every=job.keyframe_every)
+        pipeline.render(avatar, job.audio, out, on_progress=on_frame)
         job.path = out
 
     def _finish(self, job: Job, state: JobState, error: str | None = None) -> None:

@@ -165,6 +165,8 @@ def test_bad_requests(server, photo_avatar):
     one_line_error(*call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar}), 400, "audio")
     one_line_error(*call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar, "refs": "many"},
                          files={"audio": ("s.wav", speech_bytes(0.5))}), 400, "refs")
+    one_line_error(*call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar, "keyframe_every": "0"},
+                         files={"audio": ("s.wav", speech_bytes(0.5))}), 400, "keyframe_every must be a whole number")
     one_line_error(*call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar},
                          files={"audio": ("speech.wav", b"RIFF not really a wave" * 10)}), 422, "speech.wav")
     one_line_error(*call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar},
@@ -202,9 +204,9 @@ def test_job_renders_an_mp4_with_the_speech(server, photo_avatar, tmp_path):
 
 
 def test_job_with_other_refs_and_cancel(server, photo_avatar):
-    status, job = call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar, "refs": "3"},
+    status, job = call(server, "POST", "/api/jobs", fields={"avatar": photo_avatar, "refs": "3", "keyframe_every": "2"},
                        files={"audio": ("long.wav", speech_bytes(3.0))})
-    assert status == 202 and job["refs"] == 3
+    assert status == 202 and job["refs"] == 3 and job["keyframe_every"] == 2
     wait_for(server, f"/api/jobs/{job['id']}", lambda b: b["state"] == "running" and b["frames_done"] >= 3)
     status, body = call(server, "DELETE", f"/api/jobs/{job['id']}")
     assert status == 200
