@@ -58,8 +58,10 @@ class _StderrHandler(logging.StreamHandler):
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     """iplap's stage messages on stderr (INFO), debug with ``verbose``, warnings only with ``quiet``.
-    Records still reach the root logger's handlers too (an application's, a test's capture),
-    which a command-line run does not have."""
+    Records still reach the root logger's handlers (an application's, a test's capture); a
+    command-line run's root gets a handler that drops them, so that a library that calls
+    ``logging.basicConfig`` as it runs (onnxruntime's quantizer does) cannot print each of
+    them a second time."""
     global _quiet
     _quiet = quiet and not verbose
     handler = _StderrHandler()
@@ -67,9 +69,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING if _quiet else logging.INFO)
     logger = logging.getLogger("iplap")
     logger.handlers[:] = [handler]
-    # the logger passes INFO on whatever -q says (-q quiets this handler only): the root's
-    # handlers, where a process has them, keep their own levels
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)  # -q quiets the handler only
+    root = logging.getLogger()
+    if not root.handlers:  # basicConfig() does nothing once the root has a handler
+        root.addHandler(logging.NullHandler())
 
 
 def quiet() -> bool:

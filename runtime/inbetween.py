@@ -53,14 +53,23 @@ MODES = ("hold", "warp", "morph")
 class InbetweenConfig:
     """How in-between frames are made."""
 
-    #: A point that moves less than this (pixels of the 128 px face) stays where it was.
-    dead_zone_px: float = 0.5
+    #: A point that moves less than this (pixels of the 128 px face) stays where it was. The
+    #: tracked points jitter by about a pixel of the 128 px face whatever the video's size (the
+    #: face mesh runs on a crop of fixed size): measured on real footage, 0.5 px let that jitter
+    #: through on nearly still faces (3 dB below holding the keyframe), 1 px did not, and moving
+    #: mouths lost nothing (``iplap bench --inbetween``).
+    dead_zone_px: float = 1.0
     #: The anchored ring lies this far outside the jaw (pixels of the face), past the chin.
     ring_px: float = 14.0
     #: Rendered faces kept for their mouths (the turn's most recent).
     bank_size: int = 8
     #: Soft edge of the mouth's inside, pixels of the video.
     mouth_feather_px: float = 1.5
+    #: The head counts as still, and the keyframe's face stays where it was pasted, where the
+    #: fitted global motion moves the pose points less than this (mean, pixels of the face):
+    #: the tracked points jitter by a pixel or two on a large face, and following that jitter
+    #: shifts a still face from frame to frame.
+    still_px: float = 1.0
     #: The inside of the mouth comes from another rendered face only where the frame's inner
     #: lips differ from the keyframe's by more than this (pixels of the face, mean over the
     #: points) and that face's are nearer by half at least: a mouth of the same shape keeps
@@ -188,18 +197,29 @@ class Mesh:
         return cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def backward_map(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For every pixel of the moved face, where it comes from in the keyframe's face."""
+        """For every pixel of the moved face, where it comes from in the keyframe's face. Only
+        the triangles with a moving corner are drawn: the others map each pixel to itself."""
         size = IMAGE_SIZE
-        labels = np.full((size, size), -1, np.int32)
-        for k, tri in enumerate(self.triangles):
-            cv2.fillConvexPoly(labels, np.round(target[tri] * 16).astype(np.int32), k, cv2.LINE_8, 4)
-        affines = _triangle_affines(target, self.source, self.triangles)  # (T, 2, 3): moved -> keyframe
+        moved = np.any(target != self.source, axis=1)
+        triangles = self.triangles[moved[self.triangles].any(axis=1)]
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        map_x, map_y = xs.copy(), ys.copy()
+        if not len(triangles):
+            return map_x, map_y
+        corners = target[triangles]  # (T, 3, 2)
+        x0, y0 = np.clip(np.floor(corners.min(axis=(0, 1))).astype(int), 0, size - 1)
+        x1, y1 = np.clip(np.ceil(corners.max(axis=(0, 1))).astype(int) + 1, 1, size)
+        labels = np.full((y1 - y0, x1 - x0), -1, np.int32)
+        shifted = np.round((corners - (x0, y0)) * 16).astype(np.int32)
+        for k in range(len(triangles)):
+            cv2.fillConvexPoly(labels, shifted[k], k, cv2.LINE_8, 4)
+        affines = _triangle_affines(target, self.source, triangles)  # (T, 2, 3): moved -> keyframe
         inside = labels >= 0
-        a = affines[np.where(inside, labels, 0)]
-        map_x = np.where(inside, a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2], xs)
-        map_y = np.where(inside, a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2], ys)
-        return map_x.astype(np.float32), map_y.astype(np.float32)
+        a = affines[labels[inside]]
+        px, py = xs[y0:y1, x0:x1][inside], ys[y0:y1, x0:x1][inside]
+        map_x[y0:y1, x0:x1][inside] = a[:, 0, 0] * px + a[:, 0, 1] * py + a[:, 0, 2]
+        map_y[y0:y1, x0:x1][inside] = a[:, 1, 0] * px + a[:, 1, 1] * py + a[:, 1, 2]
+        return map_x, map_y
 
 
 def _triangulate(points: np.ndarray) -> np.ndarray:
@@ -287,8 +307,10 @@ class InbetweenMaker:
         map from those to the video's pixels (the global motion folded in), and the frame's
         landmarks in the keyframe's face pixels."""
         to_image = keyframe.to_image
-        motion = _affine_fit(_image_points(keyframe.landmarks, keyframe.box)[:N_POSE], target.image_points[:N_POSE])
-        paste = _compose(motion, to_image)  # keyframe's face pixels -> the frame's pixels
+        pose = _image_points(keyframe.landmarks, keyframe.box)[:N_POSE]
+        motion = _affine_fit(pose, target.image_points[:N_POSE])
+        moved_px = np.linalg.norm(_apply(motion, pose) - pose, axis=1).mean() / to_image[0, 0]
+        paste = to_image if moved_px < self.config.still_px else _compose(motion, to_image)  # face px -> frame px
         points = _apply(_invert(paste), target.image_points).astype(np.float32)
         mesh = self._mesh(keyframe)
         return mesh.warp(keyframe.face, mesh.target(points)), paste, points

@@ -10,6 +10,20 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True)
+def _iplap_logging_as_a_library():
+    """A test that runs the CLI in this process (``iplap.cli.main``) configures the ``iplap``
+    logger as a command-line run does (its own handler and level, -q included); the next test
+    sees it as a library's again."""
+    yield
+    import logging
+
+    logger = logging.getLogger("iplap")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA
