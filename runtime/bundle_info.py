@@ -29,7 +29,8 @@ def describe(bundle: Bundle) -> dict:
         graphs[name] = {"files": {str(b): entry.get(key) for b, key in FORMAT_KEYS.items() if key in entry},
                         "bytes": {str(b): _size(root, entry.get(key)) for b, key in FORMAT_KEYS.items()
                                   if key in entry},
-                        "precision": entry.get("precision", {str(b): "fp32" for b in bundle.backends})}
+                        "precision": entry.get("precision", {str(b): "fp32" for b in bundle.backends}),
+                        "openvino_hint": bundle.openvino_hint(name)}
     face = manifest.get("face_models", {})
     quantization = manifest.get("quantization") or {}
     total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -49,15 +50,14 @@ def describe(bundle: Bundle) -> dict:
 def lines(info: dict) -> list[str]:
     """``describe``'s dict as the lines ``iplap bundle info`` prints."""
     out = [f"{info['path']}: iplap bundle (format {info['format_version']}, id {info['id']}), {info['precision']}"
-           + (f", OpenVINO float work in {info['openvino_inference_precision']}"
+           + (f", OpenVINO float work in {info['openvino_inference_precision']} where a graph does not say"
               if info["openvino_inference_precision"] else ""),
            f"backends: {', '.join(info['backends']) or 'none'}; {info['bytes'] / MB:.1f} MB in all; made "
            f"{info['created'] or '?'} with " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-           "", f"{'graph':20s} " + " ".join(f"{b:>22s}" for b in info["backends"])]
+           "", f"{'graph':20s} " + " ".join(f"{b:>27s}" for b in info["backends"])]
     for name, graph in info["graphs"].items():
-        cells = [f"{graph['bytes'].get(b, 0) / MB:8.1f} MB {graph['precision'].get(b, 'fp32'):>9s}"
-                 for b in info["backends"]]
-        out.append(f"{name:20s} " + " ".join(f"{c:>22s}" for c in cells))
+        cells = [f"{graph['bytes'].get(b, 0) / MB:8.1f} MB {_precision(graph, b):>14s}" for b in info["backends"]]
+        out.append(f"{name:20s} " + " ".join(f"{c:>27s}" for c in cells))
     face = info["face_models"]
     out.append(f"{'face models':20s} {face['files']} files, {face['bytes'] / MB:.1f} MB")
     if info["gate"]:
@@ -71,6 +71,13 @@ def lines(info: dict) -> list[str]:
     for name, checkpoint in info["checkpoints"].items():
         out.append(f"checkpoint {name}: {checkpoint.get('file')} sha256 {str(checkpoint.get('sha256'))[:16]}...")
     return out
+
+
+def _precision(graph: dict, backend: str) -> str:
+    """A graph's precision on ``backend``, with the float work's where OpenVINO's differs (int8/bf16)."""
+    precision = graph["precision"].get(backend, "fp32")
+    hint = graph.get("openvino_hint")
+    return f"{precision}/{hint}" if backend == "openvino" and hint and hint != "f32" else precision
 
 
 __all__ = ["describe", "lines"]

@@ -133,7 +133,7 @@ def moving_avatar(pipeline, tmp_path_factory):
     return pipeline.prepare(clip)
 
 
-def _frames(pipeline, avatar, every: int, seconds: float = 0.6):
+def _frames(pipeline, avatar, every: int, seconds: float = 0.4):
     wav = load_audio(SPEECH_16K)[16000:16000 + int(seconds * 16000)]
     with StreamSession(StreamSetup(pipeline.models, avatar)) as session:
         session.accept(wav)
