@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from ..limits import BACKENDS
-from ..provenance import cpu_info
+from ..provenance import cpu_info, machine_info
 
 _HELP = """
 import sys
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "start.json").write_text(json.dumps({"cpu": cpu_info(), **results}, indent=2))
+        (args.out / "start.json").write_text(json.dumps({"machine": machine_info(), **results}, indent=2))
         (args.out / "start.md").write_text(table)
     return 0
 

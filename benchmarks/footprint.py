@@ -28,7 +28,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
-from ..provenance import cpu_info
+from ..provenance import cpu_info, machine_info
 
 MB = 1e6
 #: The distributions each one-backend deployment leaves out.
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "footprint.json").write_text(json.dumps({"cpu": cpu_info(), **result}, indent=2))
+        (args.out / "footprint.json").write_text(json.dumps({"machine": machine_info(), **result}, indent=2))
         (args.out / "footprint.md").write_text(table)
     return 0
 

@@ -38,9 +38,10 @@ import cv2
 import numpy as np
 
 from ..metrics import psnr, ssim
+from ..runtime.inbetween import MODES
 
-#: The scored methods.
-METHODS = ("hold", "warp", "morph")
+#: The scored methods: the runtime's modes (hold, warp, morph).
+METHODS = MODES
 #: Mouth box and lower-face box: how much they are enlarged, and their side after resizing.
 MOUTH_SCALE, MOUTH_SIZE = 1.5, 96
 LOWER_SCALE, LOWER_SIZE = 1.1, 128

@@ -272,9 +272,6 @@ class MouthBank:
     def add(self, keyframe: Keyframe) -> None:
         self._faces.append(keyframe)
 
-    def clear(self) -> None:
-        self._faces.clear()
-
     def nearest(self, points: np.ndarray) -> tuple[Keyframe | None, float]:
         """The face whose mouth is nearest in shape to ``points``' (face pixels), and how near."""
         if not self._faces:
