@@ -77,7 +77,8 @@ def _torch_errors(goldens: Path, checkpoints: Path) -> dict[str, float]:
 def _runtime_errors(goldens: Path, bundle_dir: Path) -> dict[str, float]:
     from ..runtime.backends import BackendConfig
     from ..runtime.bundle import Bundle
-    from ..runtime.renderer import LandmarkGenerator, Renderer
+    from ..runtime.landmark_generator import LandmarkGenerator
+    from ..runtime.renderer import Renderer
 
     bundle, errors = Bundle.load(bundle_dir), {}
     lg, rg = _golden(goldens, "landmark_generator"), _golden(goldens, "renderer")

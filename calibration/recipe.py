@@ -163,14 +163,17 @@ FLOW_HEAD_EXCLUDE = (r"/conv_4/", r"/conv_5/conv_5\.2/")
 TRANSLATION_EXCLUDE = (r"/translation/conv1/", r"/translation/conv_last/")
 
 
+_LANDMARK_FP32 = ("kept fp32: the landmark generator is ~1% of a rendered frame's multiply-adds, and its error "
+                  "moves every sketch line (the landmark gate is 0.5 px)")
+
+
 def default_graphs() -> dict[str, GraphRecipe]:
     """The default per-graph recipe (the measured figures are in the final report and
     ``--sensitivity`` measures them again on the user's data)."""
     return {
-        "landmark_generator": GraphRecipe(
-            quantize=False, transformer=True,
-            reason="kept fp32: ~1% of a frame's multiply-adds, and its error moves every sketch line "
-                   "(the landmark gate is 0.5 px)"),
+        **{name: GraphRecipe(quantize=False, reason=_LANDMARK_FP32) for name in
+           ("landmark_mel_encoder", "landmark_pose_encoder", "landmark_ref_encoder")},
+        "landmark_fusion": GraphRecipe(quantize=False, transformer=True, reason=_LANDMARK_FP32),
         "reference_encoder": GraphRecipe(
             quantize=False,
             reason="kept fp32: runs once per video (<0.1% of the time), and its h1/h2 feed every frame's warp"),

@@ -276,7 +276,8 @@ def record(pipeline: Pipeline, clips: list[Clip], budget: DataBudget, workdir: s
     total = sum(renders for _, _, renders in runs[CALIBRATION])
     stride = max(1, math.ceil(total / budget.samples_per_graph))  # spread the samples over all frames
     stores = {name: SampleStore(workdir / "samples" / name, name) for name in GRAPH_NAMES}
-    samplers = {name: _Sampler(stores[name], stride if name != "reference_encoder" else 1, budget.samples_per_graph,
+    per_avatar = ("reference_encoder", "landmark_ref_encoder")  # once per clip: keep every call
+    samplers = {name: _Sampler(stores[name], stride if name not in per_avatar else 1, budget.samples_per_graph,
                                _rotating_rows(budget.flow_head_batch) if name == "flow_head" else None)
                 for name in GRAPH_NAMES}
     recording = pipeline.with_graphs({n: RecordingModel(m, samplers[n]) for n, m in pipeline.graphs.items()})
@@ -331,7 +332,7 @@ def run_frames(pipeline: Pipeline, held: HeldOut) -> FrameResults:
     graphs = pipeline.graphs
     capturing = pipeline.with_graphs({
         "translation": RecordingModel(graphs["translation"], lambda f, o: faces.append(o["generated_face"][0])),
-        "landmark_generator": RecordingModel(graphs["landmark_generator"], lambda f, o: landmarks.append(o["content"])),
+        "landmark_fusion": RecordingModel(graphs["landmark_fusion"], lambda f, o: landmarks.append(o["content"])),
         "flow_head": RecordingModel(graphs["flow_head"], lambda f, o: flows.append(o["flow"])),
     })
     frames = []

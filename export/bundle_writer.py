@@ -73,13 +73,23 @@ def golden_cases(landmark_generator, renderer) -> dict[str, tuple[torch.Tensor, 
     flow = renderer.flow_module
     ref_img, ref_sketch = g["renderer__ref_N_frame_img"][0], g["renderer__ref_N_frame_sketch"][0]
     driving = g["renderer__target_sketches"].flatten(1, 2)
+    mels, pose, ref_pose, ref_content = (g[f"landmark_generator__{k}"] for k in ("T_mels", "T_pose", "Nl_pose",
+                                                                                    "Nl_content"))
+    lg = landmark_generator
     with torch.no_grad():
+        b, t, n_ref = mels.shape[0], mels.shape[1], ref_pose.shape[1]
+        mel_emb = lg.encode_mels(mels.flatten(0, 1)).reshape(b, t, -1)
+        pose_emb = lg.encode_poses(pose.flatten(0, 1)).reshape(b, t, -1)
+        ref_emb = lg.encode_references(ref_pose.flatten(0, 1), ref_content.flatten(0, 1)).reshape(b, n_ref, -1)
         h1, h2 = flow.encode_reference(ref_img, ref_sketch)
         mods = flow.modulations(driving)
         flow_px, weight = flow.predict_flow(h2, mods)
         w_h1, w_h2, w_ref = fuse_warped(h1[None], h2[None], ref_img[None], flow_px[None], weight[None])
     return {
-        "landmark_generator": tuple(g[f"landmark_generator__{k}"] for k in ("T_mels", "T_pose", "Nl_pose", "Nl_content")),
+        "landmark_mel_encoder": (mels.flatten(0, 1),),
+        "landmark_pose_encoder": (pose.flatten(0, 1),),
+        "landmark_ref_encoder": (ref_pose.flatten(0, 1), ref_content.flatten(0, 1)),
+        "landmark_fusion": (ref_emb, mel_emb, pose_emb),
         "reference_encoder": (ref_img, ref_sketch),
         "flow_modulations": (driving,),
         "flow_head": (h2, *mods),

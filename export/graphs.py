@@ -3,7 +3,10 @@
 ======================  =====================  ========================================
 graph                   runs                   computes
 ======================  =====================  ========================================
-landmark_generator      per frame window       lip and jaw landmarks (the transformer)
+landmark_mel_encoder    per frame              a mel window's embedding
+landmark_pose_encoder   per face frame         a pose's embedding
+landmark_ref_encoder    per avatar, batch 15   the reference landmarks' embeddings
+landmark_fusion         per frame window       lip and jaw landmarks (the transformer)
 reference_encoder       per video, batch N     h1, h2 of each reference (BatchNorm folded)
 flow_modulations        per frame              every SPADE gamma/beta of the flow network
 flow_head               per frame, batch N     flow and fusion weight of each reference
@@ -29,13 +32,28 @@ from ..models.renderer import Renderer, mask_lower_half
 from ..runtime.bundle import GRAPH_SPECS, GraphSpec
 
 
-class LandmarkGeneratorGraph(nn.Module):
+class LandmarkMelEncoderGraph(nn.Module):
     def __init__(self, model: LandmarkGenerator):
         super().__init__()
         self.model = model
 
-    def forward(self, mels, pose, ref_pose, ref_content):
-        return self.model(mels, pose, ref_pose, ref_content)
+    def forward(self, mels):
+        return self.model.encode_mels(mels)
+
+
+class LandmarkPoseEncoderGraph(LandmarkMelEncoderGraph):
+    def forward(self, pose):
+        return self.model.encode_poses(pose)
+
+
+class LandmarkRefEncoderGraph(LandmarkMelEncoderGraph):
+    def forward(self, ref_pose, ref_content):
+        return self.model.encode_references(ref_pose, ref_content)
+
+
+class LandmarkFusionGraph(LandmarkMelEncoderGraph):
+    def forward(self, ref_embedding, mel_embedding, pose_embedding):
+        return self.model.fuse(ref_embedding, mel_embedding, pose_embedding)
 
 
 class ReferenceEncoderGraph(nn.Module):
@@ -89,9 +107,12 @@ class ExportableGraph:
 
 
 def build_graphs(landmark_generator: LandmarkGenerator, renderer: Renderer) -> list[ExportableGraph]:
-    """The five graphs of a bundle, in eval mode, ready to export."""
+    """The graphs of a bundle, in eval mode, ready to export."""
     modules = {
-        "landmark_generator": LandmarkGeneratorGraph(landmark_generator),
+        "landmark_mel_encoder": LandmarkMelEncoderGraph(landmark_generator),
+        "landmark_pose_encoder": LandmarkPoseEncoderGraph(landmark_generator),
+        "landmark_ref_encoder": LandmarkRefEncoderGraph(landmark_generator),
+        "landmark_fusion": LandmarkFusionGraph(landmark_generator),
         "reference_encoder": ReferenceEncoderGraph(renderer),
         "flow_modulations": FlowModulationsGraph(renderer),
         "flow_head": FlowHeadGraph(renderer),

@@ -172,17 +172,35 @@ class LandmarkGenerator(nn.Module):
         self.jaw_keypoint_map = nn.Linear(d_model, 17 * 2)
         self.Norm = nn.LayerNorm(d_model)
 
-    def forward(self, mels: torch.Tensor, pose: torch.Tensor, ref_pose: torch.Tensor,
-                ref_content: torch.Tensor) -> torch.Tensor:
-        b, t = mels.shape[:2]
-        n_ref = ref_content.shape[1]
-        refs = torch.cat([ref_pose, ref_content], dim=3).flatten(0, 1)  # (B*Nl, 2, 131)
-        mel_emb = self.Norm(self.mel_encoder(mels.flatten(0, 1)).flatten(1))  # (B*T, 512)
-        pose_emb = self.Norm(self.pose_encoder(pose.flatten(0, 1)).flatten(1))
-        ref_emb = self.Norm(self.ref_encoder(refs).flatten(1))
-        tokens = self.fusion_transformer(ref_emb.reshape(b, n_ref, -1), mel_emb.reshape(b, t, -1),
-                                         pose_emb.reshape(b, t, -1))
+    # The four parts below are what the bundle's landmark graphs compute: the encoders run
+    # once per frame (mel, pose) or once per avatar (references), only ``fuse`` per window.
+    def encode_mels(self, mels: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 80, 16) mel windows -> (B, 512) embeddings."""
+        return self.Norm(self.mel_encoder(mels).flatten(1))
+
+    def encode_poses(self, pose: torch.Tensor) -> torch.Tensor:
+        """(B, 2, 74) pose landmarks -> (B, 512) embeddings."""
+        return self.Norm(self.pose_encoder(pose).flatten(1))
+
+    def encode_references(self, ref_pose: torch.Tensor, ref_content: torch.Tensor) -> torch.Tensor:
+        """(B, 2, 74) and (B, 2, 57) reference landmarks -> (B, 512) embeddings."""
+        return self.Norm(self.ref_encoder(torch.cat([ref_pose, ref_content], dim=2)).flatten(1))
+
+    def fuse(self, ref_emb: torch.Tensor, mel_emb: torch.Tensor, pose_emb: torch.Tensor) -> torch.Tensor:
+        """(B, Nl, 512), (B, T, 512), (B, T, 512) -> content (B*T, 2, 57)."""
+        b, t = mel_emb.shape[:2]
+        n_ref = ref_emb.shape[1]
+        tokens = self.fusion_transformer(ref_emb, mel_emb, pose_emb)
         lips = self.mouse_keypoint_map(tokens[:, n_ref:n_ref + t])  # (B, T, 80)
         jaw = self.jaw_keypoint_map(tokens[:, n_ref + t:])  # (B, T, 34)
         content = torch.cat([jaw, lips], dim=2).reshape(b * t, -1, 2)  # (B*T, 57, 2)
         return content.permute(0, 2, 1)
+
+    def forward(self, mels: torch.Tensor, pose: torch.Tensor, ref_pose: torch.Tensor,
+                ref_content: torch.Tensor) -> torch.Tensor:
+        b, t = mels.shape[:2]
+        n_ref = ref_content.shape[1]
+        mel_emb = self.encode_mels(mels.flatten(0, 1))  # (B*T, 512)
+        pose_emb = self.encode_poses(pose.flatten(0, 1))
+        ref_emb = self.encode_references(ref_pose.flatten(0, 1), ref_content.flatten(0, 1))
+        return self.fuse(ref_emb.reshape(b, n_ref, -1), mel_emb.reshape(b, t, -1), pose_emb.reshape(b, t, -1))

@@ -20,13 +20,15 @@ from pathlib import Path
 
 from ..errors import BundleError
 from .audio import MelConfig
-from .constants import DEFAULT_REFS, FPS, IMAGE_SIZE, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES, Backend
+from .constants import (DEFAULT_REFS, FPS, IMAGE_SIZE, LANDMARK_EMBEDDING, MEL_WINDOW, N_LANDMARK_REFS, T_FRAMES,
+                        Backend)
 from ..provenance import sha256_file
 from .files import create_temp_dir, replace_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: the landmark generator is four graphs (per-frame encoders, per-window fusion).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: Each backend's files in a bundle, by the manifest key (and ``--formats`` name) of a graph's file.
 FORMAT_KEYS = {Backend.ONNXRUNTIME: "onnx", Backend.OPENVINO: "openvino"}
@@ -59,6 +61,8 @@ class GraphSpec:
 B = "batch"
 _MEL = (-4.0, 4.0)
 _SKETCH = (0.0, 224 / 255)
+_EMB = LANDMARK_EMBEDDING
+_EMBEDDED = (-3.0, 3.0)  # layer-normalised embeddings
 #: Names of the 12 SPADE modulation maps of the flow network, in order.
 MODULATION_NAMES = tuple(f"{block}_{param}{layer}" for block in ("spade1", "spade2", "spade4")
                          for layer in (1, 2) for param in ("gamma", "beta"))
@@ -70,9 +74,17 @@ def _modulations(batch) -> tuple[TensorSpec, ...]:
 
 
 GRAPH_SPECS: tuple[GraphSpec, ...] = (
-    GraphSpec("landmark_generator",
-              (TensorSpec("mels", (B, 5, 1, 80, 16), _MEL), TensorSpec("pose", (B, 5, 2, 74)),
-               TensorSpec("ref_pose", (B, 15, 2, 74)), TensorSpec("ref_content", (B, 15, 2, 57))),
+    GraphSpec("landmark_mel_encoder",
+              (TensorSpec("mels", (B, 1, 80, 16), _MEL),), (TensorSpec("mel_embedding", (B, _EMB)),)),
+    GraphSpec("landmark_pose_encoder",
+              (TensorSpec("pose", (B, 2, 74)),), (TensorSpec("pose_embedding", (B, _EMB)),)),
+    GraphSpec("landmark_ref_encoder",
+              (TensorSpec("ref_pose", (B, 2, 74)), TensorSpec("ref_content", (B, 2, 57))),
+              (TensorSpec("ref_embedding", (B, _EMB)),)),
+    GraphSpec("landmark_fusion",
+              (TensorSpec("ref_embedding", (B, N_LANDMARK_REFS, _EMB), _EMBEDDED),
+               TensorSpec("mel_embedding", (B, T_FRAMES, _EMB), _EMBEDDED),
+               TensorSpec("pose_embedding", (B, T_FRAMES, _EMB), _EMBEDDED)),
               (TensorSpec("content", (B, 2, 57)),)),  # batch here is B*5
     GraphSpec("reference_encoder",
               (TensorSpec("ref_image", (B, 3, 128, 128)), TensorSpec("ref_sketch", (B, 3, 128, 128), _SKETCH)),
@@ -91,6 +103,9 @@ GRAPH_SPECS: tuple[GraphSpec, ...] = (
 )
 GRAPH_BY_NAME = {g.name: g for g in GRAPH_SPECS}
 GRAPH_NAMES = tuple(GRAPH_BY_NAME)
+#: The landmark generator's graphs (:class:`~.renderer.LandmarkGenerator`); the rest are the renderer's.
+LANDMARK_GRAPH_NAMES = tuple(n for n in GRAPH_NAMES if n.startswith("landmark_"))
+RENDERER_GRAPH_NAMES = tuple(n for n in GRAPH_NAMES if n not in LANDMARK_GRAPH_NAMES)
 
 #: Model constants written into every manifest.
 CONSTANTS = {
@@ -160,7 +175,8 @@ class Bundle:
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise BundleError(f"{root}: bundle format version {version} is not supported by this iplap "
-                              f"(it reads version {FORMAT_VERSION}); export the bundle again")
+                              f"(it reads version {FORMAT_VERSION}); export it again with `iplap export` "
+                              "(and `iplap calibrate` for a quantized bundle)")
         bundle = cls(root, manifest)
         if verify:
             bundle.verify()

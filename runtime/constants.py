@@ -20,6 +20,8 @@ MEL_WINDOW = 16
 T_FRAMES = 5
 #: Reference landmark sets (Nl) the landmark generator takes.
 N_LANDMARK_REFS = 15
+#: Width of the landmark generator's embeddings (mel, pose, references) and transformer.
+LANDMARK_EMBEDDING = 512
 #: Side of the square face crops, sketches and rendered faces, in pixels.
 IMAGE_SIZE = 128
 #: Output frames the first render of a stream makes: frames 0, 1 and 2 (the original writes

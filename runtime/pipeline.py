@@ -113,11 +113,9 @@ class Pipeline:
     # -- graphs ---------------------------------------------------------------------------
     @property
     def graphs(self) -> dict[str, InferenceModel]:
-        """The five graph models by name (``iplap.runtime.bundle.GRAPH_NAMES``)."""
+        """Every graph model by name (``iplap.runtime.bundle.GRAPH_NAMES``)."""
         renderer = self.renderer
-        return {"landmark_generator": self.landmark_generator.model, "reference_encoder": renderer.reference_encoder,
-                "flow_modulations": renderer.flow_modulations, "flow_head": renderer.flow_head,
-                "translation": renderer.translation}
+        return {**self.landmark_generator.models, **{name: getattr(renderer, name) for name in renderer.GRAPH_NAMES}}
 
     def with_graphs(self, models: Mapping[str, InferenceModel]) -> Pipeline:
         """A pipeline that runs ``models`` (by graph name) in place of this one's graphs.
@@ -129,8 +127,9 @@ class Pipeline:
         unknown = sorted(set(models) - set(GRAPH_NAMES))
         if unknown:
             raise KeyError(f"no graph named {unknown[0]!r}; graphs are {', '.join(GRAPH_NAMES)}")
-        generator = LandmarkGenerator.from_model(models.get("landmark_generator", self.landmark_generator.model))
-        renderer = self.renderer.with_models({k: v for k, v in models.items() if k != "landmark_generator"})
+        names = LandmarkGenerator.GRAPH_NAMES
+        generator = self.landmark_generator.with_models({k: v for k, v in models.items() if k in names})
+        renderer = self.renderer.with_models({k: v for k, v in models.items() if k not in names})
         return self._copy(landmark_generator=generator, renderer=renderer)
 
     def with_config(self, **changes) -> Pipeline:

@@ -1,4 +1,4 @@
-"""The torch-free models: the landmark generator and the split renderer.
+"""The torch-free renderer, split (the landmark generator is :mod:`.landmark_generator`).
 
 The renderer computes the original's function in three parts (see
 ``iplap.export.graphs``): :meth:`Renderer.encode_references` once per video, then per
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BundleError
 from . import warp
-from .backends import BackendConfig, InferenceModel, compose_openvino, for_bundle, load_model
-from .bundle import GRAPH_BY_NAME, GRAPH_NAMES, MODULATION_NAMES, Bundle
+from .backends import BackendConfig, InferenceModel, compose_openvino
+from .bundle import GRAPH_BY_NAME, MODULATION_NAMES, RENDERER_GRAPH_NAMES, Bundle
+from .landmark_generator import LandmarkGenerator, load_graph
 
 log = logging.getLogger(__name__)
 
@@ -28,40 +28,6 @@ log = logging.getLogger(__name__)
 #: independent, so larger sets run in chunks of this many: the same numbers, bounded memory.
 #: OpenVINO's fused flow (modulations and head in one model) serves sets up to this size.
 FLOW_CHUNK = 5
-
-#: The renderer's graphs (every graph of a bundle but the landmark generator).
-RENDERER_GRAPH_NAMES = tuple(n for n in GRAPH_NAMES if n != "landmark_generator")
-
-
-def _load_graph(bundle: Bundle, name: str, config: BackendConfig) -> InferenceModel:
-    expected = GRAPH_BY_NAME[name]
-    config = for_bundle(config, bundle.openvino_hint(name))
-    model = load_model(bundle.graph_file(name, config.backend), config, expected.output_names)
-    if set(model.input_names) != set(expected.input_names) or set(model.output_names) != set(expected.output_names):
-        raise BundleError(f"{bundle.root}: graph {name!r} has inputs {model.input_names} and outputs "
-                          f"{model.output_names}, not those this iplap expects")
-    return model
-
-
-class LandmarkGenerator:
-    """Lip and jaw landmarks for 5-frame windows (the transformer graph)."""
-
-    def __init__(self, bundle: Bundle, config: BackendConfig):
-        self.model = _load_graph(bundle, "landmark_generator", config)
-
-    @classmethod
-    def from_model(cls, model: InferenceModel) -> LandmarkGenerator:
-        """Over an already loaded graph (see ``Pipeline.with_graphs``)."""
-        generator = cls.__new__(cls)
-        generator.model = model
-        return generator
-
-    def predict(self, mels: np.ndarray, pose: np.ndarray, ref_pose: np.ndarray,
-                ref_content: np.ndarray) -> np.ndarray:
-        """(B, 5, 1, 80, 16), (B, 5, 2, 74), (B, 15, 2, 74), (B, 15, 2, 57) -> (B*5, 2, 57)."""
-        feeds = {"mels": mels, "pose": pose, "ref_pose": ref_pose, "ref_content": ref_content}
-        return self.model.run({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})["content"]
-
 
 @dataclass
 class References:
@@ -105,10 +71,10 @@ class Renderer:
 
     def __init__(self, bundle: Bundle, config: BackendConfig):
         self.config = config
-        self.reference_encoder = _load_graph(bundle, "reference_encoder", config)
-        self.flow_modulations = _load_graph(bundle, "flow_modulations", config)
-        self.flow_head = _load_graph(bundle, "flow_head", config)
-        self.translation = _load_graph(bundle, "translation", config)
+        self.reference_encoder = load_graph(bundle, "reference_encoder", config)
+        self.flow_modulations = load_graph(bundle, "flow_modulations", config)
+        self.flow_head = load_graph(bundle, "flow_head", config)
+        self.translation = load_graph(bundle, "translation", config)
         self.flow = self._fused_flow()
         warp.warm_up()  # compile or load the kernel now, not on the first frame
 

@@ -21,6 +21,7 @@ from .avatar import Avatar
 from .compose import blend_face, face_to_uint8
 from .constants import FIRST_RENDER_FRAMES, SAMPLE_RATE, T_FRAMES, frames_of_render
 from .face_source import avatar_face
+from .landmark_generator import Encodings
 from .landmarks import N_POSE, pingpong_index, split_pose_content
 from .pcm import AudioFormat
 from .renderer import Models
@@ -54,6 +55,7 @@ class RenderPlan:
     seq: list[int]  # the face video frames of its 5-frame window
     background: np.ndarray  # the centre frame (the one it is pasted on)
     mels: np.ndarray  # (1, 5, 1, 80, 16): the window's mel windows
+    mel_windows: tuple[int, ...]  # which mel windows those are (the landmark encodings' keys)
     pose: np.ndarray  # (1, 5, ...): the window's pose landmarks
     mel: np.ndarray  # (80, 16): the centre frame's mel window, for the renderer
     clock: StageClock = field(default_factory=StageClock)  # this render's stage times
@@ -101,6 +103,7 @@ class StreamSession:
         pose, content = split_pose_content(np.stack([track.normalised(int(k)) for k in avatar.landmark_ref_frames]))
         self._ref_pose, self._ref_content = pose[None], content[None]
         self._normalised: dict[int, np.ndarray] = {}
+        self._encoded: Encodings | None = None  # see _encodings
         self._reader = reader  # the face's frames by index, opened on the first render
         self._owns_reader = reader is None
         self._clock_lock = threading.Lock()
@@ -204,6 +207,13 @@ class StreamSession:
             self._windows.drop_before(self._next - _LEAD)
         return count
 
+    def _encodings(self) -> Encodings:
+        """The stream's landmark encodings, made on first use (the references encoded then)."""
+        with self._clock_lock:
+            if self._encoded is None:
+                self._encoded = Encodings(self.models.landmark_generator, self._ref_pose, self._ref_content)
+            return self._encoded
+
     def _frame_reader(self):
         if self._reader is None:
             self._reader = avatar_face(self.avatar).frames()
@@ -223,9 +233,10 @@ class StreamSession:
         with clock.time("decode"):
             background = self._frame_reader()[seq[_LEAD]]
         with clock.time("landmarks"):
-            mels = np.stack([self._windows.window(max(0, i + k - _LEAD)) for k in range(T_FRAMES)])[None, :, None]
+            windows = tuple(max(0, i + k - _LEAD) for k in range(T_FRAMES))
+            mels = np.stack([self._windows.window(w) for w in windows])[None, :, None]
             pose = np.stack([self._pose(k) for k in seq])[None]
-        return RenderPlan(i, seq, background, mels, pose, np.array(self._windows.window(i)), clock)
+        return RenderPlan(i, seq, background, mels, windows, pose, np.array(self._windows.window(i)), clock)
 
     def execute(self, plan: RenderPlan) -> list[Frame]:
         """Render a plan of :meth:`plan_next` (any thread; see there). Its stage times are
@@ -245,7 +256,7 @@ class StreamSession:
         then the predicted content, each frame's normalised to its crop box (the landmark
         generator alone: what an in-between frame needs, see :mod:`.keyframes`)."""
         with plan.clock.time("landmarks"):
-            content = self.models.landmark_generator.predict(plan.mels, plan.pose, self._ref_pose, self._ref_content)
+            content = self._encodings().content(plan.mel_windows, plan.mels[0], plan.seq, plan.pose[0])
         return np.concatenate([plan.pose[0], content], axis=2)
 
     def passed_through(self, plan: RenderPlan) -> bool:

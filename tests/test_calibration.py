@@ -20,7 +20,7 @@ from iplap.calibration.record import (CALIBRATION, HELDOUT, CalibrationDataError
                                       count_renders, discover_clips, speech_for_renders)
 from iplap.runtime.audio import count_windows, load_audio, mel_frame_count
 from iplap.runtime.backends import BackendConfig
-from iplap.runtime.bundle import Bundle
+from iplap.runtime.bundle import LANDMARK_GRAPH_NAMES, Bundle
 from iplap.provenance import sha256_file
 from iplap.runtime.pipeline import Pipeline, PipelineConfig
 from iplap.samples import FACE_IMAGE, SPEECH_16K
@@ -89,7 +89,8 @@ def test_calibrate_writes_a_verified_int8_bundle(int8_bundle, bundle_dir, clips)
     assert m["openvino_inference_precision"] == "f32"
     for name in ("flow_modulations", "flow_head", "translation"):
         assert bundle.openvino_hint(name) == ("bf16" if trial["kept"] else "f32")
-    assert bundle.openvino_hint("landmark_generator") == bundle.openvino_hint("reference_encoder") == "f32"
+    for name in LANDMARK_GRAPH_NAMES + ("reference_encoder",):
+        assert bundle.openvino_hint(name) == "f32"
     print(f"\nbf16 float work: {trial['because']}")
     if trial["kept"]:
         assert trial["metrics"]["face_psnr_db"] >= trial["f32_metrics"]["face_psnr_db"] - 0.5
@@ -111,7 +112,7 @@ def test_calibrate_writes_a_verified_int8_bundle(int8_bundle, bundle_dir, clips)
         assert graphs[name]["onnxruntime"] == graphs[name]["openvino"] == "int8", graphs[name]
         assert m["graphs"][name]["onnx"] == f"{name}.int8.onnx"
         assert m["graphs"][name]["openvino"] == f"openvino/{name}.int8.xml"
-    for name in ("landmark_generator", "reference_encoder"):
+    for name in LANDMARK_GRAPH_NAMES + ("reference_encoder",):
         assert graphs[name]["onnxruntime"] == graphs[name]["openvino"] == "fp32"
         assert "fp32" in graphs[name]["reason"]
         assert m["graphs"][name]["onnx"] == f"{name}.onnx"

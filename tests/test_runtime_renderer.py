@@ -98,7 +98,7 @@ def test_fused_flow_needs_the_same_settings(bundle):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_landmark_generator_matches_golden(bundle, backend):
-    from iplap.runtime.renderer import LandmarkGenerator
+    from iplap.runtime.landmark_generator import LandmarkGenerator
 
     g = golden("landmark_generator")
     out = LandmarkGenerator(bundle, BackendConfig(backend=backend)).predict(g["T_mels"], g["T_pose"], g["Nl_pose"],
@@ -106,6 +106,55 @@ def test_landmark_generator_matches_golden(bundle, backend):
     error = float(np.abs(out - g["predict_content"]).max())
     print(f"{backend} landmark generator: max error {error:.2e}")
     assert error <= TOL["predict_content"]
+
+
+class _Counting:
+    """A graph model that counts the rows it was given."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, 0
+        self.input_names, self.output_names = model.input_names, model.output_names
+
+    def run(self, feeds):
+        self.rows += len(next(iter(feeds.values())))
+        return self.model.run(feeds)
+
+
+def test_stream_encodings_give_the_window_predictions_encoding_each_frame_once(bundle):
+    """A stream's cached encodings give what the whole-window call gives, with each mel
+    window and face frame encoded once and the references once for the stream."""
+    from iplap.runtime.landmark_generator import Encodings, LandmarkGenerator
+
+    g = golden("landmark_generator")
+    base = LandmarkGenerator(bundle, BackendConfig())
+    counting = {name: _Counting(model) for name, model in base.models.items()}
+    generator = base.with_models(counting)
+    rng = np.random.default_rng(0)
+    mel_windows, poses = rng.uniform(-4, 4, (12, 1, 80, 16)), g["T_pose"][0]
+    encodings = Encodings(generator, g["Nl_pose"][:1], g["Nl_content"][:1])
+    worst = 0.0
+    for i in range(8):  # renders 0..7: windows max(0, i + k - 2), face frames pinged over 5
+        windows = [max(0, i + k - 2) for k in range(5)]
+        frames = [(i + k) % 5 for k in range(5)]
+        mels, pose = mel_windows[windows], poses[frames]
+        got = encodings.content(windows, mels, frames, pose)
+        want = base.predict(mels[None], pose[None], g["Nl_pose"][:1], g["Nl_content"][:1])
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= TOL["predict_content"]
+    assert counting["landmark_mel_encoder"].rows == 10  # windows 0..9, each once
+    assert counting["landmark_pose_encoder"].rows == 5
+    assert counting["landmark_ref_encoder"].rows == 15
+    assert counting["landmark_fusion"].rows == 8
+
+
+def test_an_embedding_cache_stays_bounded():
+    from iplap.runtime.landmark_generator import EmbeddingCache
+
+    cache = EmbeddingCache(lambda x: x * 2, capacity=4)
+    for start in range(10):
+        keys = list(range(start, start + 3))
+        np.testing.assert_array_equal(cache.get(keys, np.array(keys, float)), np.array(keys, float) * 2)
+    assert len(cache) == 4
 
 
 _NO_TORCH = """
