@@ -82,6 +82,9 @@ def _add_live_options(live) -> None:
     live.add_argument("--ov-fuse-flow", default="on",
                       help="OpenVINO: run flow_modulations and flow_head as one model: on (default), off, or "
                            "on,off to compare")
+    live.add_argument("--live-modes", default="morph",
+                      help="what a frame between two renders shows on the clock, comma-separated: hold, warp, morph "
+                           "(LiveConfig.inbetween; default morph, the session's default)")
     live.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                       help="after the grid, run each avatar's live choice for this long as an agent would "
                            "(replies, pauses, interruptions) and report its memory and latencies (default: no soak)")
@@ -113,7 +116,8 @@ def _bench_command(args) -> str:
         words += ["--device", args.device]
     if args.live:
         words += ["--live", "--avatars", args.avatars, "--ov-precision", args.ov_precision, "--ov-fuse-flow",
-                  args.ov_fuse_flow, "--live-workers", ",".join(map(str, args.live_workers))]
+                  args.ov_fuse_flow, "--live-workers", ",".join(map(str, args.live_workers)),
+                  "--live-modes", args.live_modes]
         if args.soak:
             words += ["--soak", f"{args.soak:g}"]
     if args.quick:
@@ -151,7 +155,10 @@ def _cmd_bench(args) -> int:
     backends = name_list(args.backends, BACKENDS, "backend")
     if args.live:
         return _cmd_bench_live(args, backends)
-    options = dict(backends=backends, device=args.device, torch_baseline=not args.no_torch,
+    from ..runtime.inbetween import MODES  # numpy and OpenCV: not for `iplap --help`
+
+    modes = name_list(args.live_modes, MODES, "--live-modes")
+    options = dict(backends=backends, device=args.device, inbetween=tuple(modes), torch_baseline=not args.no_torch,
                    renderer_checkpoint=args.renderer_checkpoint, ceiling=not args.no_ceiling, budget=args.budget,
                    min_psnr=args.min_psnr, command=_bench_command(args))
     if args.threads:
@@ -238,7 +245,10 @@ def _live_options(args, backends: tuple[str, ...]) -> dict:
         raise IplapError(f"unknown --ov-fuse-flow {args.ov_fuse_flow!r}: choose on, off or on,off")
     if any(w < 1 for w in args.live_workers):
         raise IplapError(f"--live-workers must be 1 or more, got {','.join(map(str, args.live_workers))}")
-    options = dict(backends=backends, device=args.device,
+    from ..runtime.inbetween import MODES  # numpy and OpenCV: not for `iplap --help`
+
+    modes = name_list(args.live_modes, MODES, "--live-modes")
+    options = dict(backends=backends, device=args.device, inbetween=tuple(modes),
                    avatars=tuple(a.strip() for a in args.avatars.split(",") if a.strip()),
                    ov_precisions=tuple(None if h == BUNDLE_HINT else h for h in hints),
                    fuse_flow=tuple(f == "on" for f in dict.fromkeys(fusions)),

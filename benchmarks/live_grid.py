@@ -35,6 +35,8 @@ class LiveBenchConfig:
         repeats: rounds (every configuration once per round, in a fresh process).
         clip_seconds: length of the face video made from the sample photo.
         ceiling, ceiling_config: the convolution ceiling, before and after the grid.
+        inbetween: what frames between renders show on the clock (``LiveConfig.inbetween``):
+            each mode is a configuration of its own.
         soak_seconds: after the grid, run each avatar's live choice for this long as an
             agent would (:func:`~.live_measure.soak_live`: replies, gaps, interruptions) and
             report its memory and latencies (0: no soak).
@@ -51,6 +53,7 @@ class LiveBenchConfig:
     ov_precisions: tuple[str | None, ...] = (None,)
     fuse_flow: tuple[bool, ...] = (True,)
     workers: tuple[int, ...] = (1,)
+    inbetween: tuple[str, ...] = ("morph",)
     frames: int = 12
     realtime_seconds: float = 3.0
     repeats: int = 2
@@ -91,6 +94,7 @@ class LiveCase:
     name: str = ""  # the bundle's folder name, where two bundles share a precision
     workers: int = 1  # renders in flight
     fuse_flow: bool = True  # OpenVINO: flow_modulations + flow_head as one model
+    inbetween: str = "morph"  # LiveConfig.inbetween on the clock
 
     @property
     def label(self) -> str:
@@ -101,7 +105,7 @@ class LiveCase:
         name = f" ({self.name})" if self.name else ""
         workers = f" x{self.workers}" if self.workers > 1 else ""
         return (f"{self.avatar} {self.backend}{device} {self.precision}{hint}{name} N={self.refs} "
-                f"t={self.threads}{workers}")
+                f"t={self.threads}{workers} {self.inbetween}")
 
     @property
     def ceiling_precision(self) -> str:
@@ -121,10 +125,10 @@ def live_cases(config: LiveBenchConfig, bundles: dict) -> list[LiveCase]:
                     hints = config.ov_precisions if openvino else (None,)
                     fusions = config.fuse_flow if openvino else (True,)
                     device = config.device if openvino else "CPU"
-                    for hint, fuse, threads, workers in itertools.product(hints, fusions, config.threads,
-                                                                          config.workers):
+                    for hint, fuse, threads, workers, mode in itertools.product(hints, fusions, config.threads,
+                                                                                config.workers, config.inbetween):
                         cases.append(LiveCase(path, b.precision, backend, device, threads, avatar, refs,
-                                              hint, names[path], workers, fuse))
+                                              hint, names[path], workers, fuse, mode))
     return cases
 
 

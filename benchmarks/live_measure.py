@@ -72,7 +72,7 @@ def measure_live_round(case: dict, face: str, frames: int, realtime_seconds: flo
     avatar = pipeline.prepare(face)
     prepare_s = time.perf_counter() - start
     seconds, stats = _throughput_turn(pipeline, avatar, frames, outputs)
-    realtime, latency, interrupted = _clock_turn(pipeline, avatar, realtime_seconds)
+    realtime, latency, interrupted = _clock_turn(pipeline, avatar, realtime_seconds, case["inbetween"])
     stage_ms = {k: 1e3 * v / stats.renders for k, v in stats.stage_seconds.items()} if stats.renders else {}
     return {"frame_seconds": seconds, "stage_ms": stage_ms, "prepare_seconds": prepare_s, "peak_rss_mb": peak_rss_mb(),
             "distinct_refs": avatar.references.distinct, "latency_s": latency, "realtime": realtime,
@@ -107,12 +107,15 @@ def _throughput_turn(pipeline, avatar, frames: int, outputs: str):
     return seconds, stats
 
 
-def _clock_turn(pipeline, avatar, realtime_seconds: float) -> tuple[dict, float, float | None]:
+def _clock_turn(pipeline, avatar, realtime_seconds: float, inbetween: str) -> tuple[dict, float, float | None]:
     """A turn on the wall clock, interrupted 8 frames before its end: the session's stats
-    (as :meth:`LiveStats.as_dict`, with the pictures rendered per second), the turn's
-    first-frame latency, and the seconds from ``interrupt()`` to the first idle frame."""
+    (as :meth:`LiveStats.as_dict`, with the pictures rendered per second and the distinct
+    pictures per second), the turn's first-frame latency, and the seconds from
+    ``interrupt()`` to the first idle frame."""
+    from ..runtime.live import LiveConfig
+
     turn = _speech(realtime_seconds, offset=1.0)
-    with pipeline.open_live(avatar, SAMPLE_RATE, realtime=True) as live:
+    with pipeline.open_live(avatar, SAMPLE_RATE, realtime=True, config=LiveConfig(inbetween=inbetween)) as live:
         it = live.frames()
         for _ in range(3):
             next(it)

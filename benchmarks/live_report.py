@@ -26,8 +26,9 @@ LEGEND = (
     "(the faster of the two): median over the rounds (best round in brackets), the share of what the machine "
     "did at the time (noisy round by round, but not set against a burst the round never saw); then the same "
     "against the SPADE block's windows. **latency**: first sample pushed to first speaking frame on the wall "
-    "clock (best round). **on the clock**: pictures rendered per second of a turn played in real time, the "
-    "session's k and real-time factor. **interrupt**: interrupt() to the first idle frame. **PSNR**: worst "
+    "clock (best round). **on the clock**: pictures rendered per second of a turn played in real time, distinct "
+    "pictures per second (speaking frames whose mouth follows their own landmarks: rendered or in-between, the "
+    "configuration's last word), the session's k and real-time factor. **interrupt**: interrupt() to the first idle frame. **PSNR**: worst "
     "speaking frame's face region against the reference configuration.\n")
 
 
@@ -53,7 +54,7 @@ def live_markdown(report: dict) -> str:
 def _results_table(results: list[dict]) -> list[str]:
     lines = ["| configuration | U | GMAC/frame | fps | ceiling fps: burst / sustained | share: burst / sustained | "
              "SPADE block: ceiling fps, share (burst / sustained) | same phase: plain; SPADE block | latency s | "
-             "on the clock: pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
+             "on the clock: rendered pictures/s, distinct pictures/s, k, RTF | interrupt ms | PSNR dB | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["error"]:
@@ -76,7 +77,7 @@ def _result_row(r: dict) -> str:
         f"{fmt(r.get('block_share_of_ceiling_sustained'), '.0%')} | {fmt(r.get('share_same_phase'), '.0%')} "
         f"({fmt(r.get('share_same_phase_best'), '.0%')}); {fmt(r.get('block_share_same_phase'), '.0%')} "
         f"({fmt(r.get('block_share_same_phase_best'), '.0%')}) | {fmt(r['latency_s'], '.2f')} | "
-        f"{rt['pictures_per_s']:.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
+        f"{rt['pictures_per_s']:.1f}, {rt.get('distinct_per_s', 0.0):.1f}, {rt['k']}, {rt['real_time_factor']:.2f} | "
         f"{_ms(r['interrupt_s'])} | {psnr} | {fmt(r['peak_rss_mb'], '.0f')} |")
 
 

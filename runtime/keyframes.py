@@ -47,10 +47,10 @@ def keyframed(session: StreamSession, every: int, maker: InbetweenMaker | None =
     waiting: list[_Waiting] = []
     for plan in session.plans():
         if plan.render % every and previous is not None:
-            waiting.append(_Waiting(plan, None if session.passed_through(plan) else _target(session, plan)))
+            waiting.append(_Waiting(plan, plan_target(session, plan)))
             continue
         frames = session.execute(plan)
-        key = _keyframe(frames[-1], plan, session)
+        key = plan_keyframe(frames[-1], plan, session)
         yield from _between(session, waiting, previous, key, maker)  # a frame without a face: warp up to it
         waiting = []
         if key is not None:
@@ -60,13 +60,17 @@ def keyframed(session: StreamSession, every: int, maker: InbetweenMaker | None =
     yield from _between(session, waiting, previous, None, maker)
 
 
-def _target(session: StreamSession, plan: RenderPlan) -> Target:
+def plan_target(session: StreamSession, plan: RenderPlan) -> Target | None:
+    """What an in-between frame for the plan's frame moves a keyframe to: the frame's predicted
+    landmarks, its face box and picture (None: the frame is passed through, no face there)."""
+    if session.passed_through(plan):
+        return None
     track, centre = session.avatar.track, plan.seq[_CENTRE]
     landmarks = session.predict(plan)[_CENTRE]
     return Target(landmarks, tuple(int(v) for v in track.boxes[centre]), plan.background, track.landmarks[centre])
 
 
-def _keyframe(frame: Frame, plan: RenderPlan, session: StreamSession) -> Keyframe | None:
+def plan_keyframe(frame: Frame, plan: RenderPlan, session: StreamSession) -> Keyframe | None:
     """A rendered frame as a keyframe (None for a frame passed through: it has no face)."""
     if frame.passed_through or frame.face is None:
         return None
@@ -76,22 +80,27 @@ def _keyframe(frame: Frame, plan: RenderPlan, session: StreamSession) -> Keyfram
     return Keyframe(face_to_uint8(frame.face), landmarks, tuple(int(v) for v in track.boxes[centre]), frame.index)
 
 
+def inbetween_frame(session: StreamSession, plan: RenderPlan, target: Target | None, previous: Keyframe | None,
+                    following: Keyframe | None, maker: InbetweenMaker) -> Frame:
+    """The plan's frame made from ``previous`` (warp) or from both keyframes (morph, mixed by
+    the frame's time between them); its own picture where there is no face or no keyframe."""
+    (index,) = plan.indices
+    if target is None or previous is None:
+        session.account(plan)
+        return Frame(index, plan.background, plan.render, dict(plan.clock.totals), passed_through=True)
+    with plan.clock.time("inbetween"):
+        t = 0.0 if following is None else (index - previous.index) / (following.index - previous.index)
+        image = maker.frame(target, previous, following, t)
+    session.account(plan)
+    return Frame(index, image, plan.render, dict(plan.clock.totals), inbetween=True)
+
+
 def _between(session: StreamSession, waiting: list[_Waiting], previous: Keyframe | None,
              following: Keyframe | None, maker: InbetweenMaker) -> Iterator[Frame]:
     """The waiting frames, made from ``previous`` and ``following`` (morph), or from ``previous``
     alone where there is no next keyframe (warp)."""
     for item in waiting:
-        plan = item.plan
-        (index,) = plan.indices
-        if item.target is None or previous is None:
-            session.account(plan)
-            yield Frame(index, plan.background, plan.render, dict(plan.clock.totals), passed_through=True)
-            continue
-        with plan.clock.time("inbetween"):
-            t = 0.0 if following is None else (index - previous.index) / (following.index - previous.index)
-            image = maker.frame(item.target, previous, following, t)
-        session.account(plan)
-        yield Frame(index, image, plan.render, dict(plan.clock.totals), inbetween=True)
+        yield inbetween_frame(session, item.plan, item.target, previous, following, maker)
 
 
-__all__ = ["keyframed"]
+__all__ = ["inbetween_frame", "keyframed", "plan_keyframe", "plan_target"]

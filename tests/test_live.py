@@ -345,10 +345,11 @@ def test_slower_than_real_time_holds_pictures_and_keeps_the_audio(pipeline, clip
 
 def test_every_kth_frame_is_rendered_and_held_between(pipeline, clip_avatar):
     """The degradation policy itself, without a clock (LiveConfig.render_every fixes k = 3):
-    frames 0..2 (the first render), then every third frame is rendered; the frames between
-    hold the last picture; the tail past the model's last frame is made; the audio is whole."""
+    frames 0..2 (the first render), then every third frame is rendered; with ``inbetween="hold"``
+    the frames between hold the last picture; the tail past the model's last frame is made; the
+    audio is whole."""
     speech = _speech(0.48)  # 8 model frames, 12 played
-    with pipeline.open_live(clip_avatar, realtime=False, config=LiveConfig(render_every=3)) as live:
+    with pipeline.open_live(clip_avatar, realtime=False, config=LiveConfig(render_every=3, inbetween="hold")) as live:
         live.push(speech)
         live.end_of_turn()
         frames = list(itertools.islice(live.frames(), 14))
@@ -364,6 +365,42 @@ def test_every_kth_frame_is_rendered_and_held_between(pipeline, clip_avatar):
     assert not np.array_equal(turn[4].image, turn[5].image)
     played = np.concatenate([f.audio[:, 0] for f in turn])
     assert np.array_equal(played[:len(speech)], speech) and not played[len(speech):].any()
+
+
+def _every_third(pipeline, avatar, mode: str):
+    with pipeline.open_live(avatar, realtime=False, config=LiveConfig(render_every=3, inbetween=mode)) as live:
+        live.push(_speech(0.48))  # 8 model frames, 12 played
+        live.end_of_turn()
+        frames = [f for f in itertools.islice(live.frames(), 14) if f.speaking]
+        return frames, live.stats()
+
+
+def test_frames_between_renders_get_in_between_pictures(pipeline, clip_avatar):
+    """k = 3 without a clock: the frames between renders (3, 4: between the renders of 2 and
+    5; 6, 7: after the last render) are in-between pictures of their own, not held; morph
+    mixes both renders where the next exists (3, 4) and warps after the last (6, 7, as
+    warp does); the renders and the audio are those of hold."""
+    hold, _ = _every_third(pipeline, clip_avatar, "hold")
+    results = {mode: _every_third(pipeline, clip_avatar, mode) for mode in ("warp", "morph")}
+    for mode, (turn, stats) in results.items():
+        print(f"\n{mode}: held {[f.index for f in turn if f.held]}, {stats.as_dict()['distinct_per_s']} distinct/s")
+        assert len(turn) == 12 and not any(f.held for f in turn[:8]), mode
+        assert stats.rendered == 4 and stats.keyframes_shown == 4 and stats.inbetween_shown == 4
+        assert stats.as_dict()["distinct_per_s"] == round(8 * FPS / 12, 2)
+        for j in (0, 1, 2, 5):
+            assert np.array_equal(turn[j].image, hold[j].image), (mode, j)
+        for j in (3, 4, 6, 7):
+            assert not np.array_equal(turn[j].image, hold[j].image), (mode, j)
+        for a, b in zip(turn, hold):
+            assert np.array_equal(a.audio, b.audio)
+    warp, morph = results["warp"][0], results["morph"][0]
+    assert all(not np.array_equal(warp[j].image, morph[j].image) for j in (3, 4))
+    assert all(np.array_equal(warp[j].image, morph[j].image) for j in (6, 7))
+
+
+def test_an_unknown_in_between_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown in-between mode 'blur'"):
+        LiveConfig(inbetween="blur")
 
 
 def test_interrupt_goes_idle_within_one_frame(pipeline, clip_avatar):
@@ -426,8 +463,9 @@ def test_memory_stays_bounded_with_a_minute_pushed_at_once(pipeline, clip_avatar
     finally:
         tracemalloc.stop()
     print(f"\nmemory: speech held {held / 1e6:.1f} MB, peak above it {(peak - base - held) / 1e6:.1f} MB, "
-          f"pictures ahead at most {max(pictures)}, speech queued {stats.queued_speech_seconds:.1f} s")
-    assert max(pictures) <= LiveConfig().queue_frames + 2
+          f"pictures ahead at most {max(pictures)} (k {stats.k}), speech queued {stats.queued_speech_seconds:.1f} s")
+    config = LiveConfig()
+    assert max(pictures) <= config.queue_frames + 2 + 2 * config.max_gap  # in-between pictures ahead
     assert peak - base <= held + 40e6
     assert spoken == 2 * FPS and stats.queued_speech_seconds == pytest.approx(58, abs=0.05)
 

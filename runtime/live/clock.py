@@ -138,6 +138,9 @@ class Clock:
             state.cond.notify_all()
         held = picture is None or picture.j != j or picture.held
         state.stats.held += held
+        if not held and picture.made_by is not None:  # a mouth that follows this frame's own landmarks
+            state.stats.keyframes_shown += picture.made_by == "renderer"
+            state.stats.inbetween_shown += picture.made_by == "inbetween"
         audio = self._silence(n)
         taken = np.concatenate(turn.play.take(span) or [audio[:0]])
         audio[:len(taken)] = taken

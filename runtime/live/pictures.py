@@ -56,12 +56,13 @@ class PictureMaker:
         return min(1.0, (j + 1) / steps, fade_out)
 
     def rendered(self, turn: Turn, frame: Frame) -> Picture:
-        """A rendered frame of ``turn``, faded over the idle frame of its position."""
+        """A rendered (or in-between) frame of ``turn``, faded over the idle frame of its position."""
         j = frame.index
         background = self.source_frame(turn.position(j))
         if frame.face is not None:
             turn.last_face = frame.face
-        return Picture(turn, j, mix(frame.image, background, self.alpha(turn, j)), background)
+        made_by = None if frame.passed_through else "inbetween" if frame.inbetween else "renderer"
+        return Picture(turn, j, mix(frame.image, background, self.alpha(turn, j)), background, made_by=made_by)
 
     def tail(self, turn: Turn, j: int) -> Picture:
         """Frame ``j`` of ``turn`` without a render of its own: the last rendered face on the

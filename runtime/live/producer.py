@@ -43,6 +43,7 @@ from ...errors import MediaError
 from ..audio import min_speech_seconds
 from ..constants import FIRST_RENDER_FRAMES, FPS, render_of_frame
 from ..session import StreamSession, StreamSetup
+from .gaps import Gaps
 from .pictures import PictureMaker
 from .turns import LiveState, Picture, Turn
 from .types import LiveConfig
@@ -76,6 +77,12 @@ class Schedule:
             return 0
         return math.ceil(self.latency * FPS - 1e-9)
 
+    def lead(self) -> int:
+        """Frames a render is aimed past the one showing: a render's time, and for ``morph``
+        one gap more (its pictures are made once the render after it is done)."""
+        k = self.k()
+        return max(k, self.ahead()) + (k - 1 if self.config.inbetween == "morph" else 0)
+
     def measured(self, seconds: float, latency: float) -> None:
         weight = self.config.ema_weight
         old = self.seconds_per_picture
@@ -94,6 +101,7 @@ class Producer:
                  pictures: PictureMaker, workers: int):
         self.state, self.setup, self.config, self.realtime = state, setup, config, realtime
         self.pictures = pictures
+        self.gaps = Gaps(config.inbetween, pictures, config.max_gap)
         self.schedule = Schedule(config, realtime)
         rate = setup.audio.sample_rate
         self.start_samples = math.ceil((min_speech_seconds() + config.start_margin_seconds) * rate)
@@ -203,10 +211,10 @@ class Producer:
     def _work_turn(self, turn: Turn) -> None:
         """One step of a turn: render one picture, make one tail picture, or wait for speech."""
         with self.state.cond:
-            k, playhead, ahead = self.schedule.k(), turn.playhead, self.schedule.ahead()
+            k, playhead, lead = self.schedule.k(), turn.playhead, self.schedule.lead()
         # Behind the clock, aim past the one showing by a render's time: ready when it is due.
         start = max(turn.made, turn.planned)
-        target = max(start, playhead + max(k, ahead)) if self.realtime and playhead >= 0 else start
+        target = max(start, playhead + lead) if self.realtime and playhead >= 0 else start
         if turn.video_frames is None or target < turn.video_frames:
             if len(turn.inflight) >= self.workers:
                 self._collect(turn)
@@ -214,6 +222,8 @@ class Producer:
                 self._render_step(turn, target, k)
         elif turn.inflight:
             self._collect(turn)
+        elif self.gaps.mode != "hold" and turn.made < turn.video_frames and turn.session.renders_ready:
+            self._last_gap(turn, playhead)
         else:
             self._tail_step(turn, playhead)
 
@@ -232,27 +242,44 @@ class Producer:
             with self.state.cond:
                 turn.starved = turn.feed.count == 0 and not turn.ended  # until more speech comes
             return
-        session.skip(need - 1)
+        with self.state.cond:
+            playhead, ahead = turn.playhead, self.schedule.ahead()
+        # a morphed gap's first frame must be due after the render that ends it is ready
+        # (without a clock the clock waits for it)
+        lead_ok = not self.realtime or target - need + 1 > playhead + ahead + 1
+        self.gaps.plan(turn, session, need - 1, lead_ok=lead_ok, playhead=playhead)
+        if (now := self.gaps.ready_now(turn, session)):
+            self.put(turn, now, turn.made)
         plan = session.plan_next()
         last = plan.indices[-1]
         made = last + k
         if turn.video_frames is not None:
             made = min(made, max(turn.video_frames, last + 1))  # k does not pass over the cheap tail
+        turn.planned = made  # the next render aims past this one (while it runs)
+        if self.gaps.mode != "hold":
+            made = last + 1  # the frames up to the next render get pictures of their own
         if self.pool is None:
-            self._take(turn, session.execute(plan), target, started, made)
+            self._take(turn, plan, session.execute(plan), target, started, made)
             return
-        turn.planned = made  # the next render aims past this one while it runs
-        turn.inflight.append((self.pool.submit(session.execute, plan), started, target, made))
+        turn.inflight.append((self.pool.submit(session.execute, plan), plan, started, target, made))
+
+    def _last_gap(self, turn: Turn, playhead: int) -> None:
+        """The model's frames after the last render (k passed over them): warped from it."""
+        session = turn.session
+        self.gaps.plan(turn, session, session.renders_ready, lead_ok=False, playhead=playhead)
+        self.put(turn, self.gaps.ready_now(turn, session), turn.video_frames)
 
     def _collect(self, turn: Turn) -> None:
         """Wait for the oldest render in flight and queue its pictures (in order); only then
         do the frames before its ``made`` count as made (the clock reads it)."""
-        future, started, target, made = turn.inflight.popleft()
-        self._take(turn, future.result(), target, started, made)
+        future, plan, started, target, made = turn.inflight.popleft()
+        self._take(turn, plan, future.result(), target, started, made)
 
-    def _take(self, turn: Turn, frames, target: int, started: float, made: int) -> None:
-        """A render's frames -> pictures queued; its times into the averages that set k."""
-        pictures = [self.pictures.rendered(turn, f) for f in frames if f.index >= target]
+    def _take(self, turn: Turn, plan, frames, target: int, started: float, made: int) -> None:
+        """A render's frames -> pictures queued (with the gaps it completes, see :mod:`.gaps`);
+        its times into the averages that set k."""
+        rendered = [self.pictures.rendered(turn, f) for f in frames if f.index >= target]
+        pictures = self.gaps.around(turn, turn.session, plan, frames, rendered)
         now = time.perf_counter()
         # Seconds per picture: the time since the last pictures were taken, or since this
         # render started if the renders were not all busy meanwhile.
@@ -261,7 +288,7 @@ class Producer:
         with self.state.cond:
             self.schedule.measured(seconds, now - started)
             stats = self.state.stats
-            stats.rendered += len(pictures)
+            stats.rendered += len(rendered)
             if frames:
                 stats.renders += 1
                 for stage, spent in frames[0].seconds.items():  # one render's, on each of its frames
@@ -311,7 +338,7 @@ class Producer:
         """Queue a turn's pictures; frames before ``made`` are then made or passed over."""
         state = self.state
         with state.cond:
-            turn.made = made
+            turn.made = max([made] + [p.j + 1 for p in pictures])  # a gap's pictures may reach past it
             if turn.wanted and not state.closed:
                 state.queue.extend(pictures)
                 state.cond.notify_all()

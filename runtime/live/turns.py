@@ -86,6 +86,7 @@ class Turn:
     played: bool = False  # played to its end: pictures made for it afterwards are not wanted
     inflight: deque = field(default_factory=deque)  # (future, started, target, made): renders running, in order
     planned: int = 0  # the next frame the producer may plan (past those in flight; >= made)
+    keys: object | None = None  # its keyframes and gaps (.gaps.TurnKeys), made by the producer
 
     def position(self, j: int) -> int:
         return self.start + render_of_frame(j)
@@ -110,6 +111,8 @@ class Picture:
     image: np.ndarray
     background: np.ndarray  # the idle frame of the same loop position
     held: bool = False  # a face rendered for an earlier frame (its render was passed over)
+    #: What made its face: "renderer", "inbetween" (its own landmarks), or None (idle, tail, no face).
+    made_by: str | None = None
 
 
 class LiveState:

@@ -53,6 +53,22 @@ class LiveConfig:
     #: moves like the tenth. The first turn waits for it to end. (With a clock only: without
     #: one, nothing waits for a render.)
     warm_up: bool = True
+    #: What a frame between two renders shows (see :mod:`.gaps`): ``"morph"`` (both renders'
+    #: faces moved to the frame's own landmarks and mixed; warp where the render after it
+    #: would be late), ``"warp"`` (the render before it, moved: no look-ahead) or ``"hold"``
+    #: (the last picture, unchanged).
+    inbetween: str = "morph"
+    #: The longest gap between renders given in-between pictures; a longer one (a machine
+    #: more than this many times slower than real time) holds, as ``"hold"`` does. It bounds
+    #: the pictures made ahead of the clock (at most ``queue_frames + 2 + 2 * max_gap``) and
+    #: the distance a face is moved (over 0.5 s a warped mouth drifts from the truth).
+    max_gap: int = 12
+
+    def __post_init__(self):
+        from ..inbetween import MODES  # numpy and OpenCV only
+
+        if self.inbetween not in MODES:
+            raise ValueError(f"unknown in-between mode {self.inbetween!r}: choose {', '.join(MODES)}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,17 @@ class LiveStats:
     #: Seconds per stage (decode, landmarks, sketches, crop, the graphs, warp, blend), summed
     #: over the renders: where a render's time goes.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    keyframes_shown: int = 0  # speaking frames that showed a picture the renderer made for them
+    inbetween_shown: int = 0  # speaking frames that showed an in-between made for them (LiveConfig.inbetween)
+
+    def per_second(self, count: int) -> float:
+        """``count`` per second of speaking frames shown."""
+        return count * FPS / self.speaking_frames if self.speaking_frames else 0.0
+
+    @property
+    def distinct_shown(self) -> int:
+        """Speaking frames whose mouth followed their own landmarks (rendered or in-between)."""
+        return self.keyframes_shown + self.inbetween_shown
 
     @property
     def slower_than_real_time(self) -> bool:
@@ -134,6 +161,10 @@ class LiveStats:
                 "real_time_factor": round(self.real_time_factor, 3), "latencies_s": latencies,
                 "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
                 "queued_speech_s": round(self.queued_speech_seconds, 3),
+                "keyframes_shown": self.keyframes_shown, "inbetween_shown": self.inbetween_shown,
+                "keyframes_per_s": round(self.per_second(self.keyframes_shown), 2),
+                "inbetween_per_s": round(self.per_second(self.inbetween_shown), 2),
+                "distinct_per_s": round(self.per_second(self.distinct_shown), 2),
                 "stage_s": {k: round(v, 4) for k, v in self.stage_seconds.items()}}
 
 

@@ -1,0 +1,128 @@
+"""In-between pictures: the frames of a turn between two renders (keyframes).
+
+This file's part of the contract. The producer renders every k-th frame of a turn; every
+frame between two renders (a *gap*) still gets its own picture unless
+``LiveConfig.inbetween`` is ``"hold"``: its landmarks are predicted when the gap is
+planned (the landmark generator only, a few ms), and the picture is the rendered face of
+a keyframe moved to them (:mod:`..inbetween`), pasted on the gap frame's own picture of
+the face video (its face box), so a video's head goes on moving, and faded as a rendered
+picture is.
+
+* ``warp`` moves the keyframe before the gap: the gap's pictures are made as soon as that
+  keyframe is in hand (no added latency).
+* ``morph`` mixes the keyframes on both sides. A gap can only be morphed once the render
+  after it is done, so the schedule aims one gap further ahead (``Schedule.lead``); a gap
+  whose first frame would be due before the render after it is ready (a turn's first gap,
+  or after a slow render) is warped instead.
+* ``hold`` passes the gap's renders over: the clock holds the last picture, as before; so
+  does a gap longer than ``LiveConfig.max_gap``.
+
+Pictures are queued in frame order: a warped gap right after its keyframe's pictures (or
+at once if they are queued already), a morphed gap right before the next keyframe's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..inbetween import InbetweenMaker, Keyframe, Target
+from ..keyframes import inbetween_frame, plan_keyframe, plan_target
+from ..reports import Frame
+from ..session import RenderPlan, StreamSession
+from .pictures import PictureMaker
+from .turns import Picture, Turn
+
+
+@dataclass
+class Gap:
+    """Frames between two renders of a turn: their plans and landmarks."""
+
+    previous: int  # the render before the gap
+    following: int  # the render after it
+    items: list[tuple[RenderPlan, Target | None]]
+    morph: bool
+
+    @property
+    def frames(self) -> range:
+        return range(self.items[0][0].indices[0], self.items[-1][0].indices[-1] + 1)
+
+
+@dataclass
+class TurnKeys:
+    """A turn's keyframes as far as the gaps need them, and its gaps not yet made."""
+
+    maker: InbetweenMaker = field(default_factory=InbetweenMaker)
+    key: Keyframe | None = None  # the last render's keyframe, once taken
+    taken: int = -1  # the last render taken
+    gaps: deque = field(default_factory=deque)  # Gap, in order
+
+
+class Gaps:
+    """Plans gaps and makes their pictures, for the producer (its thread only)."""
+
+    def __init__(self, mode: str, pictures: PictureMaker, max_gap: int):
+        self.mode, self.pictures, self.max_gap = mode, pictures, max_gap
+
+    def keys(self, turn: Turn) -> TurnKeys:
+        if turn.keys is None:
+            turn.keys = TurnKeys()
+        return turn.keys
+
+    def plan(self, turn: Turn, session: StreamSession, count: int, lead_ok: bool, playhead: int) -> None:
+        """Take the next ``count`` renders of ``session`` as a gap (or pass them over, ``hold``);
+        frames already shown are passed over. The render after them is planned next."""
+        if count <= 0:
+            return
+        if self.mode == "hold" or count > self.max_gap:
+            session.skip(count)
+            return
+        items = []
+        for _ in range(count):
+            plan = session.plan_next()
+            if plan.indices[-1] <= playhead:  # shown already: nothing to make
+                continue
+            items.append((plan, plan_target(session, plan)))
+        if items:
+            following = items[-1][0].render + 1
+            self.keys(turn).gaps.append(Gap(items[0][0].render - 1, following, items,
+                                            self.mode == "morph" and lead_ok))
+
+    def ready_now(self, turn: Turn, session: StreamSession) -> list[Picture]:
+        """Pictures of warped gaps whose keyframe is already taken (made at once)."""
+        keys = self.keys(turn)
+        out: list[Picture] = []
+        while keys.gaps and not keys.gaps[0].morph and keys.gaps[0].previous <= keys.taken:
+            out += self._make(turn, session, keys.gaps.popleft(), keys.key, None)
+        return out
+
+    def around(self, turn: Turn, session: StreamSession, plan: RenderPlan, frames: list[Frame],
+               rendered: list[Picture]) -> list[Picture]:
+        """A render's pictures with the gaps on either side that it completes: morphed gaps
+        before it, warped gaps after it."""
+        keys = self.keys(turn)
+        key = plan_keyframe(frames[-1], plan, session) if frames else None
+        before: list[Picture] = []
+        while keys.gaps and keys.gaps[0].following <= plan.render:
+            gap = keys.gaps.popleft()
+            before += self._make(turn, session, gap, keys.key, key if gap.morph else None)
+        keys.taken = plan.render
+        if key is not None:
+            keys.key = key
+            keys.maker.bank.add(key)
+        return before + rendered + self.ready_now(turn, session)
+
+    def _make(self, turn: Turn, session: StreamSession, gap: Gap, previous: Keyframe | None,
+              following: Keyframe | None) -> list[Picture]:
+        maker = self.keys(turn).maker
+        out = []
+        for plan, target in gap.items:
+            if plan.indices[-1] <= turn.playhead:  # its time has passed meanwhile
+                session.account(plan)
+                continue
+            frame = inbetween_frame(session, plan, target, previous, following, maker)
+            out.append(self.pictures.rendered(turn, frame))
+        return out
+
+
+__all__ = ["Gap", "Gaps", "TurnKeys"]
