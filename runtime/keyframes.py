@@ -14,7 +14,6 @@ Frames come out in order; up to K - 1 frames wait for their next keyframe.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,14 +27,6 @@ from .session import RenderPlan, StreamSession
 _CENTRE = FIRST_RENDER_FRAMES - 1
 
 
-@dataclass
-class _Waiting:
-    """A frame between keyframes, waiting for the next one."""
-
-    plan: RenderPlan
-    target: Target | None  # None: passed through (no face there)
-
-
 def keyframed(session: StreamSession, every: int, maker: InbetweenMaker | None = None) -> Iterator[Frame]:
     """The session's frames with the renderer on every ``every``-th render only (see the module)."""
     every = check_keyframe_every(every)
@@ -44,10 +35,10 @@ def keyframed(session: StreamSession, every: int, maker: InbetweenMaker | None =
         return
     maker = maker or InbetweenMaker()
     previous: Keyframe | None = None
-    waiting: list[_Waiting] = []
+    waiting: list[RenderPlan] = []  # frames between keyframes, waiting for the next one
     for plan in session.plans():
         if plan.render % every and previous is not None:
-            waiting.append(_Waiting(plan, plan_target(session, plan)))
+            waiting.append(plan)
             continue
         frames = session.execute(plan)
         key = plan_keyframe(frames[-1], plan, session)
@@ -60,14 +51,16 @@ def keyframed(session: StreamSession, every: int, maker: InbetweenMaker | None =
     yield from _between(session, waiting, previous, None, maker)
 
 
-def plan_target(session: StreamSession, plan: RenderPlan) -> Target | None:
-    """What an in-between frame for the plan's frame moves a keyframe to: the frame's predicted
-    landmarks, its face box and picture (None: the frame is passed through, no face there)."""
-    if session.passed_through(plan):
-        return None
-    track, centre = session.avatar.track, plan.seq[_CENTRE]
-    landmarks = session.predict(plan)[_CENTRE]
-    return Target(landmarks, tuple(int(v) for v in track.boxes[centre]), plan.background, track.landmarks[centre])
+def plan_targets(session: StreamSession, plans: list[RenderPlan]) -> list[Target | None]:
+    """What in-between frames for the plans' frames move a keyframe to: each frame's predicted
+    landmarks (all plans' in one batch), face box and picture (None: the frame is passed
+    through, no face there)."""
+    track = session.avatar.track
+    faces = [p for p in plans if not session.passed_through(p)]
+    predicted = {id(p): full[_CENTRE] for p, full in zip(faces, session.predict_many(faces))}
+    return [None if id(p) not in predicted else
+            Target(predicted[id(p)], tuple(int(v) for v in track.boxes[p.seq[_CENTRE]]), p.background,
+                   track.landmarks[p.seq[_CENTRE]]) for p in plans]
 
 
 def plan_keyframe(frame: Frame, plan: RenderPlan, session: StreamSession) -> Keyframe | None:
@@ -95,12 +88,12 @@ def inbetween_frame(session: StreamSession, plan: RenderPlan, target: Target | N
     return Frame(index, image, plan.render, dict(plan.clock.totals), inbetween=True)
 
 
-def _between(session: StreamSession, waiting: list[_Waiting], previous: Keyframe | None,
+def _between(session: StreamSession, waiting: list[RenderPlan], previous: Keyframe | None,
              following: Keyframe | None, maker: InbetweenMaker) -> Iterator[Frame]:
     """The waiting frames, made from ``previous`` and ``following`` (morph), or from ``previous``
     alone where there is no next keyframe (warp)."""
-    for item in waiting:
-        yield inbetween_frame(session, item.plan, item.target, previous, following, maker)
+    for plan, target in zip(waiting, plan_targets(session, waiting)):
+        yield inbetween_frame(session, plan, target, previous, following, maker)
 
 
-__all__ = ["inbetween_frame", "keyframed", "plan_keyframe", "plan_target"]
+__all__ = ["inbetween_frame", "keyframed", "plan_keyframe", "plan_targets"]

@@ -145,6 +145,13 @@ def test_stream_encodings_give_the_window_predictions_encoding_each_frame_once(b
     assert counting["landmark_pose_encoder"].rows == 5
     assert counting["landmark_ref_encoder"].rows == 15
     assert counting["landmark_fusion"].rows == 8
+    # several windows in one batch (the frames between two keyframes): the same landmarks
+    windows = [([max(0, i + k - 2) for k in range(5)], [(i + k) % 5 for k in range(5)]) for i in (3, 4, 5)]
+    batched = encodings.contents([(w, mel_windows[w], f, poses[f]) for w, f in windows])
+    for (w, f), got in zip(windows, batched):
+        want = base.predict(mel_windows[w][None], poses[f][None], g["Nl_pose"][:1], g["Nl_content"][:1])
+        assert float(np.abs(got - want).max()) <= TOL["predict_content"]
+    assert counting["landmark_fusion"].rows == 8 + 3
 
 
 def test_an_embedding_cache_stays_bounded():

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..inbetween import InbetweenMaker, Keyframe, Target
-from ..keyframes import inbetween_frame, plan_keyframe, plan_target
+from ..keyframes import inbetween_frame, plan_keyframe, plan_targets
 from ..reports import Frame
 from ..session import RenderPlan, StreamSession
 from .pictures import PictureMaker
@@ -77,12 +77,10 @@ class Gaps:
         if self.mode == "hold" or count > self.max_gap:
             session.skip(count)
             return
-        items = []
-        for _ in range(count):
-            plan = session.plan_next()
-            if plan.indices[-1] <= playhead:  # shown already: nothing to make
-                continue
-            items.append((plan, plan_target(session, plan)))
+        shown = min(count, max(0, playhead + 1 - session.frames_done))  # nothing to make for those
+        session.skip(shown)
+        plans = [session.plan_next() for _ in range(count - shown)]
+        items = list(zip(plans, plan_targets(session, plans)))  # their landmarks in one batch
         if items:
             following = items[-1][0].render + 1
             self.keys(turn).gaps.append(Gap(items[0][0].render - 1, following, items,
