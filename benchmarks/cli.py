@@ -88,6 +88,8 @@ def _add_live_options(live) -> None:
     live.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                       help="after the grid, run each avatar's live choice for this long as an agent would "
                            "(replies, pauses, interruptions) and report its memory and latencies (default: no soak)")
+    live.add_argument("--live-seconds", type=float, default=3.0,
+                      help="seconds of the turn played on the wall clock per live round (default 3)")
     live.add_argument("--live-frames", type=int, default=12,
                       help="pictures timed per live round without a clock (default 12)")
 
@@ -124,6 +126,7 @@ def _bench_command(args) -> str:
         words.append("--quick")
     elif args.live:
         words += ["--refs", ",".join(map(str, args.refs or LIVE_REFS)), "--live-frames", str(args.live_frames),
+                  "--live-seconds", f"{args.live_seconds:g}",
                   "--repeats", str(args.repeats)]
     else:
         words += ["--refs", ",".join(map(str, args.refs or BENCH_REFS)), "--frames", str(args.frames), "--repeats",
@@ -201,7 +204,7 @@ def _cmd_bench_live(args, backends: tuple[str, ...]) -> int:
         config = LiveBenchConfig.quick(args.bundle, args.out, **options)
     else:
         config = LiveBenchConfig(tuple(args.bundle), args.out, frames=args.live_frames, repeats=args.repeats,
-                                 **options)
+                                 realtime_seconds=args.live_seconds, **options)
     report = run_live_bench(config, show_progress=not quiet())
     print(f"wrote {args.out / 'live.md'} and live.json", file=sys.stderr)
     for avatar, c in report["choice"].items():

@@ -18,7 +18,11 @@ picture is.
   does a gap longer than ``LiveConfig.max_gap``.
 
 Pictures are queued in frame order: a warped gap right after its keyframe's pictures (or
-at once if they are queued already), a morphed gap right before the next keyframe's.
+at once if they are queued already), a morphed gap right before the next keyframe's. What
+is due goes into the turn's ``pending`` list (pictures, and in-betweens still to make), which
+the producer works through one picture at a time while the next render runs on its pool:
+on two cores the renderer does not wait for the in-betweens (a render's intra-op threads
+leave one core idle part of the time).
 """
 
 from __future__ import annotations
@@ -49,6 +53,16 @@ class Gap:
 
 
 @dataclass
+class ToMake:
+    """An in-between picture due, not yet made."""
+
+    plan: RenderPlan
+    target: Target | None
+    previous: Keyframe | None
+    following: Keyframe | None
+
+
+@dataclass
 class TurnKeys:
     """A turn's keyframes as far as the gaps need them, and its gaps not yet made."""
 
@@ -56,6 +70,7 @@ class TurnKeys:
     key: Keyframe | None = None  # the last render's keyframe, once taken
     taken: int = -1  # the last render taken
     gaps: deque = field(default_factory=deque)  # Gap, in order
+    pending: deque = field(default_factory=deque)  # Picture or ToMake, in frame order: due to be queued
 
 
 class Gaps:
@@ -86,41 +101,43 @@ class Gaps:
             self.keys(turn).gaps.append(Gap(items[0][0].render - 1, following, items,
                                             self.mode == "morph" and lead_ok))
 
-    def ready_now(self, turn: Turn, session: StreamSession) -> list[Picture]:
-        """Pictures of warped gaps whose keyframe is already taken (made at once)."""
+    def warp_ready(self, turn: Turn) -> None:
+        """Warped gaps whose keyframe is already taken become due."""
         keys = self.keys(turn)
-        out: list[Picture] = []
         while keys.gaps and not keys.gaps[0].morph and keys.gaps[0].previous <= keys.taken:
-            out += self._make(turn, session, keys.gaps.popleft(), keys.key, None)
-        return out
+            keys.pending.extend(ToMake(plan, target, keys.key, None) for plan, target in keys.gaps.popleft().items)
 
     def around(self, turn: Turn, session: StreamSession, plan: RenderPlan, frames: list[Frame],
-               rendered: list[Picture]) -> list[Picture]:
-        """A render's pictures with the gaps on either side that it completes: morphed gaps
-        before it, warped gaps after it."""
+               rendered: list[Picture]) -> None:
+        """A render's pictures become due, with the gaps on either side that it completes:
+        morphed gaps before it, warped gaps after it."""
         keys = self.keys(turn)
         key = plan_keyframe(frames[-1], plan, session) if frames else None
-        before: list[Picture] = []
         while keys.gaps and keys.gaps[0].following <= plan.render:
             gap = keys.gaps.popleft()
-            before += self._make(turn, session, gap, keys.key, key if gap.morph else None)
+            following = key if gap.morph else None
+            keys.pending.extend(ToMake(p, target, keys.key, following) for p, target in gap.items)
+        keys.pending.extend(rendered)
         keys.taken = plan.render
         if key is not None:
             keys.key = key
             keys.maker.bank.add(key)
-        return before + rendered + self.ready_now(turn, session)
+        self.warp_ready(turn)
 
-    def _make(self, turn: Turn, session: StreamSession, gap: Gap, previous: Keyframe | None,
-              following: Keyframe | None) -> list[Picture]:
-        maker = self.keys(turn).maker
-        out = []
-        for plan, target in gap.items:
-            if plan.indices[-1] <= turn.playhead:  # its time has passed meanwhile
-                session.account(plan)
-                continue
-            frame = inbetween_frame(session, plan, target, previous, following, maker)
-            out.append(self.pictures.rendered(turn, frame))
-        return out
+    def pending(self, turn: Turn) -> bool:
+        return turn.keys is not None and bool(turn.keys.pending)
+
+    def next_picture(self, turn: Turn, session: StreamSession) -> Picture | None:
+        """The first due picture, made now if it is an in-between (None: its time has passed)."""
+        keys = self.keys(turn)
+        entry = keys.pending.popleft()
+        if isinstance(entry, Picture):
+            return entry
+        if entry.plan.indices[-1] <= turn.playhead:
+            session.account(entry.plan)
+            return None
+        frame = inbetween_frame(session, entry.plan, entry.target, entry.previous, entry.following, keys.maker)
+        return self.pictures.rendered(turn, frame)
 
 
-__all__ = ["Gap", "Gaps", "TurnKeys"]
+__all__ = ["Gap", "Gaps", "ToMake", "TurnKeys"]

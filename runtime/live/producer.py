@@ -106,8 +106,9 @@ class Producer:
         rate = setup.audio.sample_rate
         self.start_samples = math.ceil((min_speech_seconds() + config.start_margin_seconds) * rate)
         self.workers = max(1, int(workers))
+        # With in-between pictures a render always runs on the pool: the producer makes them meanwhile.
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="iplap-live-render") \
-            if self.workers > 1 else None
+            if self.workers > 1 or config.inbetween != "hold" else None
         self._collected_at = 0.0  # when the last render's pictures were taken
         self.thread = threading.Thread(target=self._produce, name="iplap-live", daemon=True)
         self.warm = threading.Event()
@@ -176,10 +177,12 @@ class Producer:
             turn = None  # the first turn starts once the warm-up is done: idle until then
         if turn is not None and turn.session is None and (turn.ended or turn.pushed >= self.start_samples):
             self._start_turn(turn)  # first: it drops the idle pictures that fill the queue
-        if len(state.queue) >= self.config.queue_frames:
+        # In-between pictures do not count: a gap's come at once, and the next render must not
+        # wait for the clock to show them (they are bounded by LiveConfig.max_gap).
+        if sum(p.made_by != "inbetween" for p in state.queue) >= self.config.queue_frames:
             return None
         if turn is not None and turn.session is not None:
-            if turn.starved and not turn.inflight:  # renders in flight are taken meanwhile
+            if turn.starved and not turn.inflight and not self.gaps.pending(turn):  # the rest goes on meanwhile
                 return None
             return lambda: self._work_turn(turn)
         pos, epoch = state.idle_next, state.epoch  # nothing to render: the idle loop goes on
@@ -220,7 +223,7 @@ class Producer:
                 self._collect(turn)
             else:
                 self._render_step(turn, target, k)
-        elif turn.inflight:
+        elif turn.inflight or self.gaps.pending(turn):
             self._collect(turn)
         elif self.gaps.mode != "hold" and turn.made < turn.video_frames and turn.session.renders_ready:
             self._last_gap(turn, playhead)
@@ -236,7 +239,7 @@ class Producer:
         if turn.video_frames is not None and target >= turn.video_frames:
             return  # the speech ended before the target: the tail comes next
         if session.renders_ready < need:
-            if turn.inflight:  # take what runs while the speech comes
+            if turn.inflight or self.gaps.pending(turn):  # take what runs while the speech comes
                 self._collect(turn)
                 return
             with self.state.cond:
@@ -248,8 +251,7 @@ class Producer:
         # (without a clock the clock waits for it)
         lead_ok = not self.realtime or target - need + 1 > playhead + ahead + 1
         self.gaps.plan(turn, session, need - 1, lead_ok=lead_ok, playhead=playhead)
-        if (now := self.gaps.ready_now(turn, session)):
-            self.put(turn, now, turn.made)
+        self.gaps.warp_ready(turn)
         plan = session.plan_next()
         last = plan.indices[-1]
         made = last + k
@@ -267,11 +269,17 @@ class Producer:
         """The model's frames after the last render (k passed over them): warped from it."""
         session = turn.session
         self.gaps.plan(turn, session, session.renders_ready, lead_ok=False, playhead=playhead)
-        self.put(turn, self.gaps.ready_now(turn, session), turn.video_frames)
+        self.gaps.warp_ready(turn)
 
     def _collect(self, turn: Turn) -> None:
-        """Wait for the oldest render in flight and queue its pictures (in order); only then
-        do the frames before its ``made`` count as made (the clock reads it)."""
+        """Queue the next due picture (an in-between made now, while renders run), or else wait
+        for the oldest render in flight and queue its pictures (in order); only then do the
+        frames before its ``made`` count as made (the clock reads it)."""
+        if self.gaps.pending(turn):
+            picture = self.gaps.next_picture(turn, turn.session)
+            if picture is not None:
+                self.put(turn, [picture], turn.made)
+            return
         future, plan, started, target, made = turn.inflight.popleft()
         self._take(turn, plan, future.result(), target, started, made)
 
@@ -279,7 +287,6 @@ class Producer:
         """A render's frames -> pictures queued (with the gaps it completes, see :mod:`.gaps`);
         its times into the averages that set k."""
         rendered = [self.pictures.rendered(turn, f) for f in frames if f.index >= target]
-        pictures = self.gaps.around(turn, turn.session, plan, frames, rendered)
         now = time.perf_counter()
         # Seconds per picture: the time since the last pictures were taken, or since this
         # render started if the renders were not all busy meanwhile.
@@ -293,7 +300,10 @@ class Producer:
                 stats.renders += 1
                 for stage, spent in frames[0].seconds.items():  # one render's, on each of its frames
                     stats.stage_seconds[stage] = stats.stage_seconds.get(stage, 0.0) + spent
-        self.put(turn, pictures, made)
+        if self.gaps.mode == "hold":
+            self.put(turn, rendered, made)
+        else:  # due with the gaps it completes; queued one at a time by _collect
+            self.gaps.around(turn, turn.session, plan, frames, rendered)
 
     def _tail_step(self, turn: Turn, playhead: int) -> None:
         j = max(turn.made if turn.in_tail else min(turn.made, turn.video_frames), playhead + 1)

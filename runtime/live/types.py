@@ -60,9 +60,10 @@ class LiveConfig:
     inbetween: str = "morph"
     #: The longest gap between renders given in-between pictures; a longer one (a machine
     #: more than this many times slower than real time) holds, as ``"hold"`` does. It bounds
-    #: the pictures made ahead of the clock (at most ``queue_frames + 2 + 2 * max_gap``) and
-    #: the distance a face is moved (over 0.5 s a warped mouth drifts from the truth).
-    max_gap: int = 12
+    #: the pictures made ahead of the clock (at most ``queue_frames + 2 + 2 * max_gap``; on
+    #: real footage in-betweens still beat holding by 3.5-7 dB at k = 8, ``iplap bench
+    #: --inbetween``, but a warped mouth drifts further from the truth the longer the gap).
+    max_gap: int = 16
 
     def __post_init__(self):
         from ..inbetween import MODES  # numpy and OpenCV only
