@@ -82,9 +82,9 @@ def _add_live_options(live) -> None:
     live.add_argument("--ov-fuse-flow", default="on",
                       help="OpenVINO: run flow_modulations and flow_head as one model: on (default), off, or "
                            "on,off to compare")
-    live.add_argument("--live-modes", default="morph",
+    live.add_argument("--live-modes", default="warp",
                       help="what a frame between two renders shows on the clock, comma-separated: hold, warp, morph "
-                           "(LiveConfig.inbetween; default morph, the session's default)")
+                           "(LiveConfig.inbetween; default warp, the session's default)")
     live.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                       help="after the grid, run each avatar's live choice for this long as an agent would "
                            "(replies, pauses, interruptions) and report its memory and latencies (default: no soak)")

@@ -53,7 +53,7 @@ class LiveBenchConfig:
     ov_precisions: tuple[str | None, ...] = (None,)
     fuse_flow: tuple[bool, ...] = (True,)
     workers: tuple[int, ...] = (1,)
-    inbetween: tuple[str, ...] = ("morph",)
+    inbetween: tuple[str, ...] = ("warp",)
     frames: int = 12
     realtime_seconds: float = 3.0
     repeats: int = 2
@@ -94,7 +94,7 @@ class LiveCase:
     name: str = ""  # the bundle's folder name, where two bundles share a precision
     workers: int = 1  # renders in flight
     fuse_flow: bool = True  # OpenVINO: flow_modulations + flow_head as one model
-    inbetween: str = "morph"  # LiveConfig.inbetween on the clock
+    inbetween: str = "warp"  # LiveConfig.inbetween on the clock
 
     @property
     def label(self) -> str:

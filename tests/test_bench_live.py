@@ -49,7 +49,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert r["reference"] == r["label"] and r["identical_to_reference"]  # fp32 onnxruntime is the reference
         rt = r["realtime"]
         assert rt["k"] >= 1 and rt["real_time_factor"] > 0 and rt["speaking_frames"] > 0
-        assert r["case"]["inbetween"] == "morph" and 0 < rt["distinct_per_s"] <= FPS + 1e-9
+        assert r["case"]["inbetween"] == "warp" and 0 < rt["distinct_per_s"] <= FPS + 1e-9
     assert results[0]["distinct_refs"] == 1  # a photo: one distinct reference, whatever N
     assert set(report["choice"]) == {"photo", "video"}
     whens = [run["when"] for run in report["ceiling"]["runs"]]  # before, around each round, after
@@ -62,7 +62,7 @@ def test_quick_live_bench_measures_both_avatars_against_the_ceiling(bundle_dir, 
         assert soak["label"] == report["choice"][avatar]["label"] and soak["replies"] >= 1
         assert soak["fps"] == pytest.approx(25, rel=0.2) and soak["peak_rss_mb"] >= soak["rss_start_mb"] > 0
     text = (out / "live.md").read_text()
-    assert "| photo onnxruntime fp32 N=1 t=2 morph |" in text and "## Live choice" in text and "## The ceiling" in text
+    assert "| photo onnxruntime fp32 N=1 t=2 warp |" in text and "## Live choice" in text and "## The ceiling" in text
     assert "## Soak" in text and "## Where a render's time goes" in text and "| spade | onnxruntime | fp32 | 2 |" in text
     printed = capsys.readouterr().out
     assert "live, photo:" in printed and "live, video:" in printed

@@ -53,11 +53,14 @@ class LiveConfig:
     #: moves like the tenth. The first turn waits for it to end. (With a clock only: without
     #: one, nothing waits for a render.)
     warm_up: bool = True
-    #: What a frame between two renders shows (see :mod:`.gaps`): ``"morph"`` (both renders'
-    #: faces moved to the frame's own landmarks and mixed; warp where the render after it
-    #: would be late), ``"warp"`` (the render before it, moved: no look-ahead) or ``"hold"``
-    #: (the last picture, unchanged).
-    inbetween: str = "morph"
+    #: What a frame between two renders shows (see :mod:`.gaps`): ``"warp"`` (the render
+    #: before it, its face moved to the frame's own landmarks: no look-ahead), ``"morph"``
+    #: (both renders' faces moved and mixed; warp where the render after it would be late)
+    #: or ``"hold"`` (the last picture, unchanged). Warp by default: on 2 cores both give 25
+    #: distinct pictures a second, and warp costs the renderer 8-14 % of its pictures, morph
+    #: 12-17 % (``iplap bench --live --live-modes hold,warp,morph``, docs/benchmarks.md);
+    #: morph is 1.9 dB closer to real footage at k = 5 (``iplap bench --inbetween``).
+    inbetween: str = "warp"
     #: The longest gap between renders given in-between pictures; a longer one (a machine
     #: more than this many times slower than real time) holds, as ``"hold"`` does. It bounds
     #: the pictures made ahead of the clock (at most ``queue_frames + 2 + 2 * max_gap``; on
