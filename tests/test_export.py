@@ -80,6 +80,22 @@ def test_other_format_version_is_refused(bundle_dir, tmp_path):
         Bundle.load(copy)
 
 
+def test_a_bundle_from_before_the_landmark_split_says_to_export_again(bundle_dir, tmp_path, capsys):
+    """A format-1 bundle (one landmark_generator graph) is refused by the CLI in one line that
+    says how to make a bundle this iplap reads; exit code 2."""
+    from iplap.cli import main
+
+    copy = light_copy(bundle_dir, tmp_path / "b")
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    (copy / MANIFEST).unlink()
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    assert main(["bundle", "info", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "format version 1 is not supported" in err
+    assert "export it again with `iplap export`" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("content", [None, "{not json", '{"format": "something-else"}'])
 def test_not_a_bundle(tmp_path, content):
     (tmp_path / "b").mkdir()
