@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from iplap.runtime import files
-from iplap.runtime.bundle import MANIFEST, Bundle, write_bundle_atomically
+from iplap.runtime.bundle import FORMAT_VERSION, MANIFEST, Bundle, write_bundle_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_temporary_files_and_folders_get_the_umask_mode_without_setting_it(tmp_p
 def _fill(tag):
     def fill(work: Path) -> dict:
         (work / "weights.bin").write_text(tag)
-        return {"format": "iplap-bundle", "format_version": 1, "tag": tag}
+        return {"format": "iplap-bundle", "format_version": FORMAT_VERSION, "tag": tag}
     return fill
 
 

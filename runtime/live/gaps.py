@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..constants import render_of_frame
 from ..inbetween import InbetweenMaker, Keyframe, Target
 from ..keyframes import inbetween_frame, plan_keyframe, plan_targets
 from ..reports import Frame
@@ -92,14 +93,14 @@ class Gaps:
         if self.mode == "hold" or count > self.max_gap:
             session.skip(count)
             return
+        previous = render_of_frame(session.frames_done) - 1  # the render before the gap
         shown = min(count, max(0, playhead + 1 - session.frames_done))  # nothing to make for those
         session.skip(shown)
         plans = [session.plan_next() for _ in range(count - shown)]
         items = list(zip(plans, plan_targets(session, plans)))  # their landmarks in one batch
         if items:
             following = items[-1][0].render + 1
-            self.keys(turn).gaps.append(Gap(items[0][0].render - 1, following, items,
-                                            self.mode == "morph" and lead_ok))
+            self.keys(turn).gaps.append(Gap(previous, following, items, self.mode == "morph" and lead_ok))
 
     def warp_ready(self, turn: Turn) -> None:
         """Warped gaps whose keyframe is already taken become due."""
