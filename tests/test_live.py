@@ -18,7 +18,7 @@ import pytest
 from iplap.errors import IplapError, MediaError
 from iplap.runtime.audio import load_audio
 from iplap.runtime.backends import BackendConfig
-from iplap.runtime.constants import FPS
+from iplap.runtime.constants import FPS, MAX_KEYFRAME_EVERY
 from iplap.runtime.face_source import avatar_face
 from iplap.runtime.landmarks import pingpong_index
 from iplap.runtime.live import LiveConfig, LiveEvent, LiveFrame
@@ -314,13 +314,16 @@ class SlowGraph:
         return self.model.run(feeds)
 
 
-def test_slower_than_real_time_holds_pictures_and_keeps_the_audio(pipeline, clip_avatar):
-    """Rendering slower than real time: k = ceil(render seconds * 25) > 1, pictures held
-    between, the audio whole and on the clock, and the clock keeps 25 fps."""
+@pytest.mark.parametrize("mode", ["hold", "warp"])
+def test_slower_than_real_time_renders_every_kth_frame_and_keeps_the_audio(pipeline, clip_avatar, mode):
+    """Rendering slower than real time: k = ceil(render seconds * 25) > 1, the frames between
+    held (``hold``) or in-between pictures of their own (``warp``, the default), the audio
+    whole and on the clock, and the clock keeps 25 fps."""
     slow = pipeline.with_graphs({"translation": SlowGraph(pipeline.graphs["translation"], 0.2)})
     speech = _speech(1.2)
     times, frames = [], []
-    with slow.open_live(clip_avatar) as live:
+    # max_gap above this machine's k: the test is of the gaps' pictures on the clock, whatever k is
+    with slow.open_live(clip_avatar, config=LiveConfig(inbetween=mode, max_gap=MAX_KEYFRAME_EVERY)) as live:
         live.push(speech)
         live.end_of_turn()
         for frame in live.frames():
@@ -332,11 +335,16 @@ def test_slower_than_real_time_holds_pictures_and_keeps_the_audio(pipeline, clip
     speaking = [f for f in frames if f.speaking]
     t = np.array(times) - times[0]
     print(f"\nslow: k={stats.k}, real-time factor {stats.real_time_factor:.2f}, {stats.rendered} pictures for "
-          f"{len(speaking)} speaking frames ({stats.held} held), stalls {stats.stalls}, "
+          f"{len(speaking)} speaking frames ({stats.held} held, {stats.inbetween_shown} in-between), "
+          f"stalls {stats.stalls}, "
           f"latency {stats.latencies}, {(len(frames) - 1) / t[-1]:.3f} fps")
     assert stats.slower_than_real_time and stats.k >= 2
     assert stats.k == int(np.ceil(stats.real_time_factor - 1e-9))
-    assert stats.held > 0 and stats.rendered < len(speaking) and stats.stalls == 0
+    assert stats.rendered < len(speaking) and stats.stalls == 0
+    if mode == "hold":
+        assert stats.held > 0 and stats.inbetween_shown == 0
+    else:  # most frames between renders have their own mouth (a turn's first may come late)
+        assert stats.inbetween_shown > stats.keyframes_shown and stats.held < len(speaking) // 2
     played = np.concatenate([f.audio[:, 0] for f in speaking])
     assert np.array_equal(played[:len(speech)], speech) and not played[len(speech):].any()
     assert len(speaking) == round(len(speech) * FPS / 16000)  # the audio's length: nothing dropped or added
