@@ -48,10 +48,6 @@ class Gap:
     items: list[tuple[RenderPlan, Target | None]]
     morph: bool
 
-    @property
-    def frames(self) -> range:
-        return range(self.items[0][0].indices[0], self.items[-1][0].indices[-1] + 1)
-
 
 @dataclass
 class ToMake:
