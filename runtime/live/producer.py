@@ -22,8 +22,10 @@ Slower than real time (the schedule). The producer measures each render step (an
 exponential average, ``ema_weight``; with renders in flight, the time between their
 pictures) and renders every k-th frame of a turn, ``k = ceil(seconds per picture * 25)``,
 aimed at a frame at least k (and a render's latency) ahead of the one showing, so that it
-is ready in time; the clock holds the last picture between them (``LiveConfig.render_every``
-fixes k instead, for a machine known to be slow, and for tests without a clock).
+is ready in time (``LiveConfig.render_every`` fixes k instead, for a machine known to be
+slow, and for tests without a clock). The frames between two renders get in-between pictures
+(:mod:`.gaps`; ``LiveConfig.inbetween``), made on this thread while the next render runs on
+the pool, or, with ``hold``, the clock holds the last picture.
 ``LiveSession.stats()`` reports the real-time factor and k.
 """
 
