@@ -130,13 +130,19 @@ class Encodings:
     face frames' pose embeddings (by frame) and the reference embeddings (once).
 
     :meth:`content` is :meth:`LandmarkGenerator.predict` for one window, encoding only
-    what no earlier window of the stream encoded."""
+    what no earlier window of the stream encoded. ``shared``: a dict that streams of one
+    avatar and generator share (``StreamSetup.avatar_encodings``: a live session's turns), in
+    which the reference and pose embeddings are kept, so that they are encoded once for all."""
 
-    def __init__(self, generator: LandmarkGenerator, ref_pose: np.ndarray, ref_content: np.ndarray):
+    def __init__(self, generator: LandmarkGenerator, ref_pose: np.ndarray, ref_content: np.ndarray,
+                 shared: dict | None = None):
         self.generator = generator
-        self.refs = generator.encode_references(ref_pose[0], ref_content[0])[None]  # (1, 15, 512)
+        shared = {} if shared is None else shared
+        if "refs" not in shared:  # a race encodes them twice, the same
+            shared["refs"] = generator.encode_references(ref_pose[0], ref_content[0])[None]  # (1, 15, 512)
+        self.refs = shared["refs"]
+        self.poses = shared.setdefault("poses", EmbeddingCache(generator.encode_poses))
         self.mels = EmbeddingCache(generator.encode_mels)
-        self.poses = EmbeddingCache(generator.encode_poses)
 
     def content(self, mel_windows: Sequence[int], mels: np.ndarray, frames: Sequence[int], pose: np.ndarray) -> np.ndarray:
         """The window's (5, 2, 57) content: ``mels`` (5, 1, 80, 16) are mel windows

@@ -45,6 +45,9 @@ class StreamSetup:
     models: Models
     avatar: Avatar
     audio: AudioFormat = AudioFormat()
+    #: What its streams share of the avatar's landmark encodings (the references', each face
+    #: frame's pose): a live session's turns encode them once (see :class:`Encodings`).
+    avatar_encodings: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -211,7 +214,8 @@ class StreamSession:
         """The stream's landmark encodings, made on first use (the references encoded then)."""
         with self._clock_lock:
             if self._encoded is None:
-                self._encoded = Encodings(self.models.landmark_generator, self._ref_pose, self._ref_content)
+                self._encoded = Encodings(self.models.landmark_generator, self._ref_pose, self._ref_content,
+                                          self.setup.avatar_encodings)
             return self._encoded
 
     def _frame_reader(self):

@@ -152,6 +152,15 @@ def test_stream_encodings_give_the_window_predictions_encoding_each_frame_once(b
         want = base.predict(mel_windows[w][None], poses[f][None], g["Nl_pose"][:1], g["Nl_content"][:1])
         assert float(np.abs(got - want).max()) <= TOL["predict_content"]
     assert counting["landmark_fusion"].rows == 8 + 3
+    # streams of one avatar that share encodings (a live session's turns) encode the references
+    # and face frames once between them; each its own mel windows
+    shared: dict = {}
+    for _ in range(2):
+        turn = Encodings(generator, g["Nl_pose"][:1], g["Nl_content"][:1], shared)
+        turn.content([0, 0, 0, 1, 2], mel_windows[[0, 0, 0, 1, 2]], [0, 1, 2, 3, 4], poses)
+    assert counting["landmark_ref_encoder"].rows == 15 + 15
+    assert counting["landmark_pose_encoder"].rows == 5 + 5
+    assert counting["landmark_mel_encoder"].rows == 10 + 3 + 3
 
 
 def test_an_embedding_cache_stays_bounded():
