@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--gap", type=int, default=4, help="frames between two keyframes (k - 1; default 4: k = 5)")
     args = p.parse_args(argv)
+    if args.gap < 1:
+        p.error(f"--gap must be 1 or more, got {args.gap}")
     results = [measure(args.bundle, b.strip(), args.face, args.seconds, args.gap) for b in args.backends.split(",")]
     command = "python -m iplap.benchmarks.frame_cost " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     report = {"command": command, "machine": machine_info(BACKENDS), "results": results}
